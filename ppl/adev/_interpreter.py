@@ -1,0 +1,426 @@
+"""The ADEV transformation: from a program with random choices to a surrogate.
+
+``surrogate(jaxpr, key, args)`` re-evaluates the staged program equation by equation,
+replacing each ``sample`` equation by its strategy's rule, and returns one scalar
+whose value is an unbiased estimate of the program's expected value and whose JAX
+derivative (forward or reverse) is an unbiased estimate of that expectation's
+gradient (Lew et al., POPL 2023; Becker et al., PLDI 2024).
+
+Score-function sites need the value of the rest of the program, ``f``. Rather than
+calling a continuation, they are collected in an accumulator ``Acc``:
+
+* ``score  = Σ_i z_i``, the zero-valued score terms ``z_i = log p_i - sg(log p_i)``;
+* ``offset = Σ_i sg(c_i + b_i) z_i``, with ``c_i`` the costs added before site ``i`` and
+  ``b_i`` its baseline;
+* ``cost   = Σ_j c_j``, the costs added with ``ppl.add_cost``.
+
+At the end, with ``V = cost + r`` the program's value (``r`` its return value), the
+surrogate is ``V + sg(V) score - offset``: its gradient is ``∇V + Σ_i (V - c_i - b_i)
+∇log p_i``, which is REINFORCE with each site seeing only the costs after it. Sites
+whose strategy needs the continuation itself (enumeration, MVD) get it in
+continuation-passing style: the rest of the program, from the next equation on, as a
+function of the site's value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxprs_in_params
+
+from ppl.adev._primitives import SiteInfo, cost_p, sample_p
+
+sg = jax.lax.stop_gradient
+
+_INLINE = {
+    "jit": "jaxpr",
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
+    "remat2": "jaxpr",
+    "checkpoint": "jaxpr",
+}
+
+
+class Acc(NamedTuple):
+    """Running sums over the sites seen so far (see the module docstring)."""
+
+    score: jax.Array
+    offset: jax.Array
+    cost: jax.Array
+
+    @staticmethod
+    def zero() -> Acc:
+        z = jnp.zeros((), jnp.result_type(float))
+        return Acc(z, z, z)
+
+
+def finalize(acc: Acc, value: jax.Array) -> jax.Array:
+    """The surrogate of a program whose sites are summarized by ``acc``."""
+    total = acc.cost + value
+    return total + sg(total) * acc.score - acc.offset
+
+
+Kont = Callable[[list, Acc], jax.Array]
+
+# ------------------------------------------------------------------- static analysis
+
+_SITES: dict[int, tuple[Jaxpr, tuple[bool, SiteInfo | None]]] = {}
+
+
+def _scan_jaxpr(jaxpr: Jaxpr) -> tuple[bool, SiteInfo | None]:
+    """(does ``jaxpr`` contain effects of ppl, first site needing a continuation)."""
+    cached = _SITES.get(id(jaxpr))
+    if cached is not None and cached[0] is jaxpr:
+        return cached[1]
+    if len(_SITES) > 100_000:
+        _SITES.clear()
+    has, cont = False, None
+    for eqn in jaxpr.eqns:
+        if eqn.primitive is sample_p:
+            has = True
+            if cont is None and _strategy_needs_continuation(eqn):
+                cont = eqn.params["site"]
+        elif eqn.primitive is cost_p:
+            has = True
+        else:
+            for sub in jaxprs_in_params(eqn.params):
+                sub_has, sub_cont = _scan_jaxpr(sub)
+                has = has or sub_has
+                cont = cont or sub_cont
+    _SITES[id(jaxpr)] = (jaxpr, (has, cont))
+    return has, cont
+
+
+def _eqn_sites(eqn) -> tuple[bool, SiteInfo | None]:
+    has, cont = False, None
+    for sub in jaxprs_in_params(eqn.params):
+        sub_has, sub_cont = _scan_jaxpr(sub)
+        has, cont = has or sub_has, cont or sub_cont
+    return has, cont
+
+
+def _strategy_needs_continuation(eqn) -> bool:
+    tree = eqn.params["strategy_tree"]
+    return bool(jax.tree.unflatten(tree, [None] * tree.num_leaves).needs_continuation)
+
+
+def _first_site(jaxpr: Jaxpr) -> SiteInfo | None:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive is sample_p:
+            return eqn.params["site"]
+        for sub in jaxprs_in_params(eqn.params):
+            site = _first_site(sub)
+            if site is not None:
+                return site
+    return None
+
+
+# ---------------------------------------------------------------------- evaluation
+
+
+def _read(env, v):
+    return v.val if isinstance(v, Literal) else env[v]
+
+
+def _bind(eqn, invals):
+    params = eqn.primitive.get_bind_params(eqn.params)
+    subfuns = ()
+    if isinstance(params, tuple):  # older JAX: (subfuns, params)
+        subfuns, params = params
+    ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
+    if ctx is None:
+        out = eqn.primitive.bind(*subfuns, *invals, **params)
+    else:
+        with ctx:
+            out = eqn.primitive.bind(*subfuns, *invals, **params)
+    return out if eqn.primitive.multiple_results else [out]
+
+
+def _write(env, outvars, vals):
+    for v, x in zip(outvars, vals):
+        if type(v).__name__ != "DropVar":
+            env[v] = x
+
+
+def _open(closed) -> tuple[Jaxpr, list]:
+    if isinstance(closed, ClosedJaxpr):
+        return closed.jaxpr, list(closed.consts)
+    return closed, []
+
+
+def run(
+    jaxpr: Jaxpr,
+    consts: list,
+    args: list,
+    acc: Acc,
+    key: jax.Array,
+    kont: Kont | None,
+) -> Any:
+    """Evaluate ``jaxpr`` under ADEV.
+
+    With ``kont=None`` (local mode, used inside loops and for sub-programs without
+    continuation sites) returns ``(outputs, acc)``. Otherwise returns the final
+    surrogate ``kont(outputs, acc)``.
+    """
+    env: dict = {}
+    _write(env, jaxpr.constvars, consts)
+    _write(env, jaxpr.invars, args)
+    return _run_from(jaxpr, 0, env, acc, key, kont)
+
+
+def _run_from(jaxpr, start, env, acc, key, kont):
+    eqns = jaxpr.eqns
+    for i in range(start, len(eqns)):
+        eqn = eqns[i]
+        invals = [_read(env, v) for v in eqn.invars]
+        prim = eqn.primitive
+        key_i = jax.random.fold_in(key, i)
+        if prim is sample_p:
+            strategy, distribution = _site_objects(eqn, invals)
+            site = eqn.params["site"]
+            if strategy.needs_continuation:
+                if kont is None:
+                    raise _loop_error(site, strategy)
+                if eqn.params["batch_ndims"]:
+                    raise _batched_error(site, strategy)
+
+                def site_kont(x, i=i, eqn=eqn):
+                    env2 = dict(env)
+                    _write(env2, eqn.outvars, [_cast(x, eqn)])
+                    return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, kont)
+
+                return finalize(acc, strategy.estimate(key_i, distribution, site_kont))
+            value, acc = _local_site(eqn, invals, acc, key_i)
+            _write(env, eqn.outvars, [value])
+        elif prim is cost_p:
+            acc = acc._replace(cost=acc.cost + jnp.sum(invals[0]))
+        else:
+            has, cont = _eqn_sites(eqn)
+            if not has:
+                _write(env, eqn.outvars, _bind(eqn, invals))
+                continue
+            if cont is not None and kont is not None and (prim.name in _INLINE or prim.name == "cond"):
+
+                def rest(outs, acc2, i=i, eqn=eqn):
+                    env2 = dict(env)
+                    _write(env2, eqn.outvars, outs)
+                    return _run_from(jaxpr, i + 1, env2, acc2, key, kont)
+
+                return _structured(eqn, invals, acc, key_i, rest)
+            outs, acc = _structured(eqn, invals, acc, key_i, None)
+            _write(env, eqn.outvars, outs)
+    outs = [_read(env, v) for v in jaxpr.outvars]
+    return (outs, acc) if kont is None else kont(outs, acc)
+
+
+def _cast(x, eqn):
+    aval = eqn.outvars[0].aval
+    return jnp.asarray(x).astype(aval.dtype).reshape(aval.shape)
+
+
+def _site_objects(eqn, invals):
+    p = eqn.params
+    leaves = invals[p["num_lanes"] :]
+    distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
+    strategy = jax.tree.unflatten(p["strategy_tree"], leaves[p["num_dist"] :])
+    return strategy, distribution
+
+
+def _local_site(eqn, invals, acc: Acc, key):
+    """Draw at a site whose strategy needs no continuation; update the sums."""
+    p = eqn.params
+    n = p["batch_ndims"]
+    leaves = invals[p["num_lanes"] :]
+
+    scored = []
+
+    def draw(key, leaves):
+        distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
+        strategy = jax.tree.unflatten(p["strategy_tree"], leaves[p["num_dist"] :])
+        value, score, baseline = strategy.draw(key, distribution)
+        scored.append(score is not None)
+        zero = jnp.zeros((), jnp.result_type(float))
+        return (
+            value,
+            zero if score is None else score,
+            zero if baseline is None else jnp.sum(baseline),
+        )
+
+    if n == 0:
+        value, score, baseline = draw(key, leaves)
+    else:
+        batch = p["shape"][:n]
+        keys = jax.random.split(key, math.prod(batch)).reshape(batch)
+        fn = draw
+        for _ in range(n):
+            fn = jax.vmap(fn)
+        value, score, baseline = fn(keys, leaves)
+    value = _cast(value, eqn)
+    if scored[0]:
+        acc = Acc(
+            acc.score + jnp.sum(score),
+            acc.offset + jnp.sum(sg(acc.cost + baseline) * score),
+            acc.cost,
+        )
+    return value, acc
+
+
+# ------------------------------------------------------------ structured primitives
+
+
+def _structured(eqn, invals, acc, key, rest: Kont | None):
+    name = eqn.primitive.name
+    if name in _INLINE:
+        jaxpr, consts = _open(eqn.params[_INLINE[name]])
+        if rest is None:
+            return run(jaxpr, consts, invals, acc, key, None)
+        return run(jaxpr, consts, invals, acc, key, rest)
+    if name == "cond":
+        return _cond(eqn, invals, acc, key, rest)
+    if name == "scan":
+        return _scan(eqn, invals, acc, key)
+    if name == "while":
+        return _while(eqn, invals, acc, key)
+    site = next((s for s in map(_first_site, jaxprs_in_params(eqn.params)) if s), None)
+    raise TypeError(
+        f"ppl cannot transform the JAX primitive '{name}', which contains random choices"
+        + (f" ({site.describe()})" if site else "")
+        + ". Supported around ppl.sample: jit, cond/switch, scan/fori_loop/map, "
+        "while_loop, checkpoint, custom_jvp and custom_vjp. Move the random choice out "
+        f"of '{name}' and pass its value in."
+    )
+
+
+def _cond(eqn, invals, acc, key, rest):
+    index, *ops = invals
+    branches = [_open(b) for b in eqn.params["branches"]]
+    if rest is not None:
+        fns = [
+            (lambda ops, b=b: run(b[0], b[1], list(ops), acc, key, rest)) for b in branches
+        ]
+        return jax.lax.switch(index, fns, ops)
+
+    def make(b):
+        def fn(ops, acc, key):
+            outs, acc = run(b[0], b[1], list(ops), acc, key, None)
+            return outs, acc
+
+        return fn
+
+    outs, acc = jax.lax.switch(index, [make(b) for b in branches], ops, acc, key)
+    return list(outs), acc
+
+
+def _scan(eqn, invals, acc, key):
+    p = eqn.params
+    jaxpr, jconsts = _open(p["jaxpr"])
+    nc, nk = p["num_consts"], p["num_carry"]
+    _, cont = _scan_jaxpr(jaxpr)
+    if cont is not None:
+        raise _loop_error(cont, None, loop="lax.scan (or fori_loop with static bounds)")
+    consts, init, xs = invals[:nc], invals[nc : nc + nk], invals[nc + nk :]
+
+    def body(carry, x):
+        c, acc = carry
+        x, key_t = x
+        outs, acc = run(jaxpr, jconsts, [*consts, *c, *x], acc, key_t, None)
+        return (outs[:nk], acc), outs[nk:]
+
+    keys = jax.random.split(key, p["length"])
+    (carry, acc), ys = jax.lax.scan(
+        body, (init, acc), (xs, keys), length=p["length"], reverse=p["reverse"], unroll=p["unroll"]
+    )
+    return [*carry, *ys], acc
+
+
+def _while(eqn, invals, acc, key):
+    """``while_loop`` with sites in its body.
+
+    JAX cannot reverse-differentiate a while loop, so the loop runs on constants and
+    carries, per iteration, the gradient of the summed terms with respect to the
+    loop's floating-point constants; after the loop the sums are rebuilt as
+    ``sg(value) + <gradient, c - sg(c)>``, which JAX can differentiate.
+    """
+    p = eqn.params
+    cond_jaxpr, cond_consts0 = _open(p["cond_jaxpr"])
+    body_jaxpr, body_consts0 = _open(p["body_jaxpr"])
+    if _scan_jaxpr(cond_jaxpr)[0]:
+        raise TypeError(
+            f"ppl: the condition of a while_loop contains a random choice "
+            f"({_first_site(cond_jaxpr).describe()}). Sample inside the loop body and "
+            f"carry the result into the condition instead."
+        )
+    _, cont = _scan_jaxpr(body_jaxpr)
+    if cont is not None:
+        raise _loop_error(cont, None, loop="lax.while_loop (or fori_loop with traced bounds)")
+    ncc, nbc = p["cond_nconsts"], p["body_nconsts"]
+    cconsts, bconsts, init = invals[:ncc], invals[ncc : ncc + nbc], invals[ncc + nbc :]
+    floats = [j for j, c in enumerate(bconsts) if jnp.issubdtype(jnp.result_type(c), jnp.inexact)]
+    diff = [bconsts[j] for j in floats]
+
+    def with_floats(values):
+        out = [sg(c) for c in bconsts]
+        for j, v in zip(floats, values):
+            out[j] = v
+        return out
+
+    def cond_fn(state):
+        carry = state[0]
+        return run(cond_jaxpr, cond_consts0, [*cconsts, *carry], Acc.zero(), key, None)[0][0]
+
+    def body_fn(state):
+        carry, cost, grads, key_loop = state
+        key_loop, key_t = jax.random.split(key_loop)
+        start = Acc(jnp.zeros_like(cost), jnp.zeros_like(cost), cost)
+        outs, _ = run(body_jaxpr, body_consts0, [*bconsts, *carry], start, key_t, None)
+
+        def increments(values):
+            c = [sg(x) for x in carry]
+            _, a = run(body_jaxpr, body_consts0, [*with_floats(values), *c], start, key_t, None)
+            return jnp.stack([a.score, a.offset, a.cost - cost])
+
+        inc, vjp = jax.vjp(increments, [sg(x) for x in diff])
+        new = [vjp(e)[0] for e in jnp.eye(3, dtype=inc.dtype)]
+        grads = jax.tree.map(lambda g, *n: g + jnp.stack(n), grads, *new)
+        return outs, cost + inc[2], grads, key_loop
+
+    zero_grads = [jnp.zeros((3, *jnp.shape(x)), jnp.result_type(x)) for x in diff]
+    state0 = (list(init), sg(acc.cost), zero_grads, key)
+    carry, cost, grads, _ = jax.lax.while_loop(cond_fn, body_fn, state0)
+    linear = [
+        sum(jnp.sum(g[e] * (x - sg(x))) for g, x in zip(grads, diff)) if diff else 0.0
+        for e in range(3)
+    ]
+    cost = cost + linear[2] + (acc.cost - sg(acc.cost))
+    acc = Acc(acc.score + linear[0], acc.offset + linear[1], cost)
+    return list(carry), acc
+
+
+# ------------------------------------------------------------------------- errors
+
+
+def _loop_error(site: SiteInfo, strategy, loop: str = "a loop") -> ValueError:
+    what = type(strategy).__name__ if strategy is not None else "its strategy"
+    return ValueError(
+        f"{site.describe()}: {what} needs the rest of the program as a continuation "
+        f"(it evaluates it at several values), but the site is inside {loop}, whose "
+        f"later iterations ppl cannot re-run. Either use a strategy that needs no "
+        f"continuation here (ppl.reparam, ppl.reinforce, ppl.baseline(ppl.reinforce, b)), "
+        f"or unroll the loop with a Python for loop when its length is static."
+    )
+
+
+def _batched_error(site: SiteInfo, strategy) -> ValueError:
+    return ValueError(
+        f"{site.describe()}: {type(strategy).__name__} cannot be used at a site inside "
+        f"jax.vmap or ppl.particles (each lane would need its own continuation). Use "
+        f"ppl.reinforce or ppl.baseline(...) there, or give the distribution a batch "
+        f"shape instead of vmapping (enum and mvd handle batch shapes)."
+    )

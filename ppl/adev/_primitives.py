@@ -1,0 +1,257 @@
+"""The two effects an expectation program may perform: ``sample`` and ``add_cost``.
+
+Both are JAX primitives. Inside :func:`ppl.expectation` they are staged into the
+program's jaxpr and then rewritten by the interpreter (``_interpreter.py``); anywhere
+else, evaluating, lowering or differentiating them raises a clear error.
+
+A ``sample`` equation carries the flattened distribution and strategy as operands, and
+everything static (tree structures, the site's name and source location, the shape
+of the value) as parameters. ``jax.vmap`` inside an expectation adds leading batch
+dimensions (``batch_ndims``): each lane then draws independently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sys
+import threading
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from ppl.adev._strategies import Strategy, default_strategy
+
+__all__ = ["sample", "add_cost", "particles", "SiteInfo", "sample_p", "cost_p"]
+
+sample_p = Primitive("ppl_sample")
+cost_p = Primitive("ppl_add_cost")
+
+_site_counter = itertools.count()
+_lanes = threading.local()
+
+
+class SiteInfo(NamedTuple):
+    """Static description of a sample site, used for keys and error messages."""
+
+    name: str
+    location: str
+    distribution: str
+
+    def describe(self) -> str:
+        where = f" at {self.location}" if self.location else ""
+        return f"site '{self.name}' ({self.distribution}{where})"
+
+
+def _caller_location() -> str:
+    frame = sys._getframe(1)
+    ppl_dir = __file__.rsplit("/adev/", 1)[0]
+    while frame is not None and frame.f_code.co_filename.startswith(ppl_dir):
+        frame = frame.f_back
+    if frame is None:
+        return ""
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def _outside_message(what: str) -> str:
+    return (
+        f"{what} was evaluated outside an expectation. Random choices made with "
+        f"ppl.sample (and costs added with ppl.add_cost) only have a meaning inside a "
+        f"function decorated with @ppl.expectation; call that function as "
+        f"objective(key, *args) or objective.estimate(key, *args)."
+    )
+
+
+def sample(
+    distribution: Any,
+    strategy: Strategy | None = None,
+    *,
+    name: str | None = None,
+) -> jax.Array:
+    """Draw a value from ``distribution`` inside an expectation.
+
+    Args:
+        distribution: any NumPyro distribution.
+        strategy: how the gradient of the expectation is estimated at this site
+            (``ppl.reparam``, ``ppl.reinforce``, ``ppl.enum``, ``ppl.mvd``, ...).
+            ``None`` picks ``reparam`` where ``distribution.has_rsample`` and
+            ``reinforce`` otherwise.
+        name: the site's name in error messages (default: ``sample_<n>``).
+
+    Returns:
+        The sampled value, shaped ``distribution.batch_shape + event_shape``.
+
+    Raises:
+        ValueError: if the strategy cannot apply to the distribution.
+        RuntimeError: if evaluated outside an expectation.
+    """
+    if not hasattr(distribution, "log_prob") or not hasattr(distribution, "sample"):
+        raise TypeError(
+            f"ppl.sample expects a NumPyro distribution, got {type(distribution).__name__}."
+        )
+    if strategy is None:
+        strategy = default_strategy(distribution)
+    if not isinstance(strategy, Strategy):
+        raise TypeError(
+            f"ppl.sample: strategy must be a ppl.Strategy (for example ppl.reparam), "
+            f"got {strategy!r}."
+        )
+    site = SiteInfo(
+        name=name if name is not None else f"sample_{next(_site_counter)}",
+        location=_caller_location(),
+        distribution=type(distribution).__name__,
+    )
+    strategy.check(distribution, site)
+    dist_leaves, dist_tree = jax.tree.flatten(distribution)
+    strat_leaves, strat_tree = jax.tree.flatten(strategy)
+    try:
+        out = jax.eval_shape(
+            lambda leaves: jax.tree.unflatten(dist_tree, leaves).sample(jax.random.key(0)),
+            dist_leaves,
+        )
+    except Exception as err:  # pragma: no cover - depends on the distribution
+        raise ValueError(f"{site.describe()}: cannot determine the sample shape: {err}") from err
+    lanes = list(getattr(_lanes, "stack", []))
+    operands = [*lanes, *map(jnp.asarray, dist_leaves), *map(jnp.asarray, strat_leaves)]
+    return sample_p.bind(
+        *operands,
+        num_lanes=len(lanes),
+        dist_tree=dist_tree,
+        num_dist=len(dist_leaves),
+        strategy_tree=strat_tree,
+        site=site,
+        shape=tuple(out.shape),
+        dtype=np.dtype(out.dtype),
+        batch_ndims=0,
+    )
+
+
+def add_cost(cost: jax.Array) -> None:
+    """Add ``cost`` (summed if it is an array) to the value of the enclosing expectation.
+
+    REINFORCE-style sites that come *before* the cost in the program see it in their
+    continuation; sites after it do not, which lowers their variance (Lew et al. 2023).
+    """
+    cost_p.bind(jnp.asarray(cost))
+
+
+@contextlib.contextmanager
+def _lane(index: jax.Array):
+    stack = getattr(_lanes, "stack", [])
+    _lanes.stack = [*stack, index]
+    try:
+        yield
+    finally:
+        _lanes.stack = stack
+
+
+def particles(fn, num_particles: int, in_axes: Any = None):
+    """``jax.vmap`` ``fn`` over ``num_particles`` independent particles.
+
+    Plain ``jax.vmap`` gives independent draws only at sites whose distribution
+    parameters vary along the mapped axis; a site whose distribution is the same for
+    every lane would be drawn once and broadcast, as for any JAX function with
+    unbatched inputs. ``particles`` marks every site inside ``fn`` as batched, so each
+    particle draws its own value.
+
+    Args:
+        fn: a function of ``*args`` that calls ``ppl.sample``.
+        num_particles: the number of particles.
+        in_axes: as in ``jax.vmap`` for ``*args`` (default: nothing mapped).
+
+    Returns:
+        A function of ``*args`` whose outputs have a leading axis of ``num_particles``.
+    """
+
+    def run(*args):
+        axes = (None,) * len(args) if in_axes is None else in_axes
+        if not isinstance(axes, tuple):
+            axes = (axes,) * len(args)
+
+        def one(index, *args):
+            with _lane(index):
+                return fn(*args)
+
+        return jax.vmap(one, in_axes=(0, *axes))(jnp.arange(num_particles), *args)
+
+    return run
+
+
+# ---------------------------------------------------------------- primitive rules
+
+
+def _sample_abstract_eval(*operands, shape, dtype, **_):
+    return jax.core.ShapedArray(shape, dtype)
+
+
+def _sample_impl(*operands, site, **_):
+    raise RuntimeError(_outside_message(f"ppl.sample at {site.describe()}"))
+
+
+def _sample_lowering(ctx, *operands, site, **_):
+    raise RuntimeError(_outside_message(f"ppl.sample at {site.describe()}"))
+
+
+def _sample_jvp(primals, tangents, *, site, **_):
+    raise RuntimeError(
+        f"ppl.sample at {site.describe()} was differentiated with jax.grad/jax.jvp "
+        f"before ppl could estimate it. Differentiate the expectation instead: "
+        f"objective.grad_estimate(key, *args) or jax.grad(objective, argnums=1)."
+    )
+
+
+def _sample_batch(operands, dims, *, shape, batch_ndims, **params):
+    sizes = {x.shape[d] for x, d in zip(operands, dims) if d is not batching.not_mapped}
+    (size,) = sizes
+    moved = [
+        jnp.broadcast_to(x, (size, *x.shape))
+        if d is batching.not_mapped
+        else jnp.moveaxis(x, d, 0)
+        for x, d in zip(operands, dims)
+    ]
+    out = sample_p.bind(*moved, shape=(size, *shape), batch_ndims=batch_ndims + 1, **params)
+    return out, 0
+
+
+sample_p.def_abstract_eval(_sample_abstract_eval)
+sample_p.def_impl(_sample_impl)
+mlir.register_lowering(sample_p, _sample_lowering)
+ad.primitive_jvps[sample_p] = _sample_jvp
+batching.primitive_batchers[sample_p] = _sample_batch
+
+
+def _cost_abstract_eval(cost, **_):
+    return []
+
+
+def _cost_impl(cost, **_):
+    raise RuntimeError(_outside_message("ppl.add_cost"))
+
+
+def _cost_lowering(ctx, cost, **_):
+    raise RuntimeError(_outside_message("ppl.add_cost"))
+
+
+def _cost_jvp(primals, tangents, **_):
+    raise RuntimeError(
+        "ppl.add_cost was differentiated before ppl could estimate it; differentiate "
+        "the expectation instead (objective.grad_estimate)."
+    )
+
+
+def _cost_batch(operands, dims, **params):
+    (cost,), (d,) = operands, dims
+    cost_p.bind(jnp.sum(cost) if d is not batching.not_mapped else cost, **params)
+    return [], []
+
+
+cost_p.multiple_results = True
+cost_p.def_abstract_eval(_cost_abstract_eval)
+cost_p.def_impl(_cost_impl)
+mlir.register_lowering(cost_p, _cost_lowering)
+ad.primitive_jvps[cost_p] = _cost_jvp
+batching.primitive_batchers[cost_p] = _cost_batch

@@ -1,0 +1,398 @@
+"""Gradient-estimation strategies for sample sites.
+
+A strategy says how ``d/dθ E_{x ~ p_θ}[f(x)]`` is estimated at one site, where ``f`` is
+the rest of the program (the *continuation*). Every rule is written as a **surrogate**:
+a scalar JAX expression whose value is an unbiased estimate of ``E[f(x)]`` and whose
+JAX derivative is an unbiased estimate of its gradient. ``stop_gradient`` (``sg``)
+marks the parts that are constants for differentiation. JAX then gives forward mode
+(``jax.jvp``) and reverse mode (``jax.grad``) of the same estimator.
+
+Two kinds of rules:
+
+* :class:`LocalStrategy` draws a value and returns a *score* (a zero-valued term whose
+  gradient is ``∇ log p_θ(x)``) and an optional baseline; the interpreter multiplies the
+  score by the value of the rest of the program. These work everywhere, loops included.
+* :class:`Strategy` (``estimate``) receives the continuation ``kont`` itself and may call
+  it on any values (enumeration, measure-valued derivatives). Such sites must not sit
+  inside ``lax.scan``/``while_loop``; unroll the loop in Python instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Callable, ClassVar, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import distributions as dist
+
+__all__ = [
+    "Strategy",
+    "LocalStrategy",
+    "Draw",
+    "Reparam",
+    "Reinforce",
+    "Baseline",
+    "Enum",
+    "MVD",
+    "LeaveOneOut",
+    "reparam",
+    "reinforce",
+    "enum",
+    "mvd",
+    "baseline",
+    "leave_one_out",
+    "default_strategy",
+    "score",
+]
+
+sg = jax.lax.stop_gradient
+
+Continuation = Callable[[jax.Array], jax.Array]
+
+
+def score(distribution: Any, value: jax.Array) -> jax.Array:
+    """The zero-valued REINFORCE term ``log p_θ(x) - sg(log p_θ(x))`` for ``value``.
+
+    Its value is 0 and its gradient is ``∇_θ log p_θ(x)``, summed over the batch.
+    """
+    log_prob = jnp.sum(distribution.log_prob(sg(value)))
+    return log_prob - sg(log_prob)
+
+
+class Strategy(eqx.Module):
+    """Base class of gradient-estimation strategies.
+
+    Subclasses implement :meth:`estimate`: given a key, the site's distribution and the
+    continuation ``kont`` (a function from a value of the site to the scalar surrogate
+    of the rest of the program), return a scalar whose value is an unbiased estimate
+    of ``E_{x ~ distribution}[kont(x)]`` and whose gradient is an unbiased estimate of
+    that expectation's gradient.
+
+    A strategy is an ``equinox.Module``: array fields (a baseline value, learned
+    parameters) travel as data, other fields must be marked ``eqx.field(static=True)``.
+    """
+
+    needs_continuation: ClassVar[bool] = True
+
+    def check(self, distribution: Any, site: Any) -> None:
+        """Raise ``ValueError`` naming ``site`` if this strategy cannot apply."""
+
+    def estimate(self, key: jax.Array, distribution: Any, kont: Continuation) -> jax.Array:
+        raise NotImplementedError(f"{type(self).__name__} must implement estimate().")
+
+
+class Draw(NamedTuple):
+    """What a :class:`LocalStrategy` returns: the value, its score term and baseline."""
+
+    value: jax.Array
+    score: jax.Array | None = None
+    baseline: jax.Array | None = None
+
+
+class LocalStrategy(Strategy):
+    """A strategy that needs no continuation: it returns a :class:`Draw`.
+
+    The estimate at the site is ``f(x) + sg(f(x) - b) * score`` where ``f`` is the value
+    of the rest of the program (``b = 0`` without a baseline): the interpreter collects
+    scores instead of calling the continuation, so these sites may sit in loops.
+    """
+
+    needs_continuation: ClassVar[bool] = False
+
+    def draw(self, key: jax.Array, distribution: Any) -> Draw:
+        raise NotImplementedError(f"{type(self).__name__} must implement draw().")
+
+    def estimate(self, key, distribution, kont):
+        value, score_term, b = self.draw(key, distribution)
+        f = kont(value)
+        if score_term is None:
+            return f
+        b = 0.0 if b is None else b
+        return f + sg(f - b) * score_term
+
+
+def _require(condition: bool, site: Any, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{site.describe()}: {message}")
+
+
+class Reparam(LocalStrategy):
+    """Reparameterization (pathwise) gradient.
+
+    ``x = g_θ(ε)`` with ``ε`` drawn independently of ``θ``, and
+    ``∇_θ E[f(x)] = E[∇_θ f(g_θ(ε))]`` (Kingma & Welling 2014, eq. 7; Rezende et al.
+    2014). Uses the distribution's ``rsample``; Gamma, Beta and Dirichlet use NumPyro's
+    implicit reparameterization (Figurnov et al. 2018).
+    """
+
+    def check(self, distribution, site):
+        _require(
+            bool(getattr(distribution, "has_rsample", False)),
+            site,
+            f"strategy reparam needs a reparameterizable distribution (has_rsample), "
+            f"and {type(distribution).__name__} is not"
+            + (" (it is discrete)" if distribution.support.is_discrete else "")
+            + ". Use ppl.reinforce, ppl.baseline(ppl.reinforce, b)"
+            + (", ppl.enum or ppl.mvd" if distribution.support.is_discrete else "")
+            + " at this site.",
+        )
+
+    def draw(self, key, distribution):
+        return Draw(distribution.rsample(key))
+
+
+class Reinforce(LocalStrategy):
+    """Score-function (REINFORCE) gradient.
+
+    ``∇_θ E[f(x)] = E[f(x) ∇_θ log p_θ(x)]`` (Williams 1992; Glynn 1990). Works for any
+    distribution with a ``log_prob``; ``x`` itself carries no gradient.
+    """
+
+    def check(self, distribution, site):
+        _require(hasattr(distribution, "log_prob"), site, "reinforce needs a log_prob.")
+
+    def draw(self, key, distribution):
+        value = sg(distribution.sample(key))
+        return Draw(value, score(distribution, value))
+
+
+class Baseline(LocalStrategy):
+    """A control variate ``b`` for a score-function strategy.
+
+    ``∇_θ E[f(x)] = E[(f(x) - b) ∇_θ log p_θ(x)]`` for any ``b`` that does not depend on
+    ``x`` (Williams 1992; Mnih & Gregor 2014, sec. 3.2). ``b`` may be a constant, a
+    value computed from the program's inputs, or a parameter in the objective's
+    arguments. With ``learn=True`` the gradient that ``b`` itself receives is
+    ``f(x) - b``, the gradient of ``-½ (f(x) - b)²``: ascending it (or descending the
+    negated objective, the usual ``loss = -objective``) fits ``b`` to the expected value
+    of the rest of the program. With ``learn=False`` (the default) ``b`` gets no gradient.
+    """
+
+    strategy: LocalStrategy
+    value: jax.Array
+    learn: bool = eqx.field(static=True, default=False)
+
+    def check(self, distribution, site):
+        if not isinstance(self.strategy, LocalStrategy):
+            raise ValueError(
+                f"{site.describe()}: ppl.baseline wraps a score-function strategy such as "
+                f"ppl.reinforce, not {type(self.strategy).__name__}."
+            )
+        self.strategy.check(distribution, site)
+
+    def draw(self, key, distribution):
+        value, score_term, _ = self.strategy.draw(key, distribution)
+        b = jnp.asarray(self.value, dtype=jnp.result_type(float))
+        if self.learn:
+            learned = b - sg(b)
+            score_term = learned if score_term is None else score_term + learned
+        return Draw(value, score_term, sg(b))
+
+
+class Enum(Strategy):
+    """Exact enumeration of the site's support.
+
+    ``E[f(x)] = Σ_{v ∈ support} p_θ(v) f(v)``, so ``∇_θ E[f(x)] = Σ_v ∇p_θ(v) f(v) +
+    p_θ(v) ∇f(v)`` with no sampling at the site (Lew et al. 2023, the ``enum`` rule).
+    The continuation runs once per joint value, in parallel (``vmap``); a site with
+    batch shape ``B`` and ``n`` values has ``n^|B|`` joint values (at most
+    ``max_values``).
+    """
+
+    max_values: int = eqx.field(static=True, default=4096)
+
+    def check(self, distribution, site):
+        _require(
+            bool(getattr(distribution, "has_enumerate_support", False)),
+            site,
+            f"strategy enum needs a finite support (enumerate_support), and "
+            f"{type(distribution).__name__} has none. Use ppl.mvd (Poisson, Geometric), "
+            f"ppl.reinforce or ppl.baseline(ppl.reinforce, b).",
+        )
+        support = distribution.enumerate_support(expand=False).shape[0]
+        count = support ** math.prod(distribution.batch_shape)
+        _require(
+            count <= self.max_values,
+            site,
+            f"enumerating batch shape {distribution.batch_shape} with {support} values "
+            f"each gives {count} joint values (more than max_values={self.max_values}). "
+            f"Use ppl.mvd or ppl.reinforce, or ppl.enum(max_values=...) to allow it.",
+        )
+
+    def estimate(self, key, distribution, kont):
+        values = _joint_support(distribution)
+        log_p = jax.vmap(lambda v: jnp.sum(distribution.log_prob(v)))(values)
+        f = jax.vmap(kont)(values)
+        return jnp.sum(jnp.exp(log_p) * f)
+
+
+def _joint_support(distribution) -> jax.Array:
+    support = distribution.enumerate_support(expand=False)  # (n, 1, ..., 1, *event)
+    n = support.shape[0]
+    flat = support.reshape(n, -1) if distribution.event_shape else support.reshape(n)
+    batch = distribution.batch_shape
+    size = math.prod(batch)
+    index = np.array(list(itertools.product(range(n), repeat=size)), dtype=np.int32)
+    index = index.reshape(-1, *batch)  # (n**size, *batch)
+    return jnp.take(flat, jnp.asarray(index), axis=0)
+
+
+def _unit(shape, j):
+    return jnp.zeros(shape, bool).reshape(-1).at[j].set(True).reshape(shape)
+
+
+class MVD(Strategy):
+    """Measure-valued derivatives (weak derivatives).
+
+    ``∂_θ p_θ = c_θ (p⁺_θ - p⁻_θ)`` for two distributions ``p⁺, p⁻``, so
+    ``∂_θ E[f(x)] = c_θ (E_{p⁺}[f] - E_{p⁻}[f])`` (Pflug 1989; Mohamed et al. 2020,
+    sec. 6, "Monte Carlo Gradient Estimation in Machine Learning", JMLR). Per coordinate
+    of the site:
+
+    * Bernoulli(p): ``∂_p E f = f(1) - f(0)``; the sampled value gives one of the two.
+    * Categorical(π): ``Σ_i dπ_i (f(i) - f(x))``, using ``Σ_i dπ_i = 0``.
+    * Poisson(λ): ``∂_λ E f = E[f(x + 1) - f(x)]``.
+    * Geometric(p): ``∂_p E f = (E[f(x)] - E[f(x + x' + 1)]) / p`` with ``x'`` an
+      independent Geometric(p) (the negative part is a shifted NegativeBinomial(2, p)).
+    * Normal(μ, σ): ``∂_μ E f = E[f(μ + σw) - f(μ - σw)] / (σ√(2π))`` with
+      ``w ~ Weibull(√2, 2)``; ``∂_σ E f = (E[f(m)] - E[f(x)]) / σ`` with ``m`` from the
+      double-sided Maxwell(μ, σ) (Mohamed et al. 2020, table 2).
+
+    The values off the sample are evaluated without gradient (``sg``), in parallel.
+    """
+
+    _kinds: ClassVar[tuple] = (
+        dist.BernoulliProbs,
+        dist.BernoulliLogits,
+        dist.CategoricalProbs,
+        dist.CategoricalLogits,
+        dist.Poisson,
+        dist.GeometricProbs,
+        dist.GeometricLogits,
+        dist.Normal,
+    )
+
+    def check(self, distribution, site):
+        _require(
+            isinstance(distribution, self._kinds) and not distribution.event_shape,
+            site,
+            f"strategy mvd supports Bernoulli, Categorical, Poisson, Geometric and Normal "
+            f"(with an empty event shape), not {type(distribution).__name__}. Use "
+            f"ppl.reinforce or ppl.baseline(ppl.reinforce, b).",
+        )
+
+    def estimate(self, key, distribution, kont):
+        key_x, key_extra = jax.random.split(key)
+        x = sg(distribution.sample(key_x))
+        shape = x.shape
+        size = math.prod(shape)
+        coords = jnp.arange(size)
+        d = distribution
+        if isinstance(d, (dist.BernoulliProbs, dist.BernoulliLogits)):
+            alts = jax.vmap(lambda j: jnp.where(_unit(shape, j), 1 - x, x))(coords)
+            fs = jax.vmap(kont)(jnp.concatenate([x[None], alts]))
+            f, f_alt = fs[0], sg(fs[1:])
+            sign = jnp.where(x.reshape(-1) > 0, 1.0, -1.0)
+            weights = {"probs": sign * (sg(f) - f_alt)}
+            params = {"probs": jnp.broadcast_to(d.probs, shape).reshape(-1)}
+        elif isinstance(d, (dist.CategoricalProbs, dist.CategoricalLogits)):
+            n = d.probs.shape[-1]
+            alts = jax.vmap(
+                lambda j: jax.vmap(lambda i: jnp.where(_unit(shape, j), i, x))(jnp.arange(n))
+            )(coords).reshape(size * n, *shape)
+            fs = jax.vmap(kont)(jnp.concatenate([x[None], alts.astype(x.dtype)]))
+            f, f_alt = fs[0], sg(fs[1:])
+            weights = {"probs": f_alt - sg(f)}
+            params = {"probs": jnp.broadcast_to(d.probs, (*shape, n)).reshape(-1)}
+        elif isinstance(d, dist.Poisson):
+            alts = jax.vmap(lambda j: x + _unit(shape, j))(coords)
+            fs = jax.vmap(kont)(jnp.concatenate([x[None], alts.astype(x.dtype)]))
+            f, f_alt = fs[0], sg(fs[1:])
+            weights = {"rate": f_alt - sg(f)}
+            params = {"rate": jnp.broadcast_to(d.rate, shape).reshape(-1)}
+        elif isinstance(d, (dist.GeometricProbs, dist.GeometricLogits)):
+            extra = sg(d.sample(key_extra))
+            alts = jax.vmap(lambda j: x + _unit(shape, j) * (extra + 1))(coords)
+            fs = jax.vmap(kont)(jnp.concatenate([x[None], alts.astype(x.dtype)]))
+            f, f_alt = fs[0], sg(fs[1:])
+            p = jnp.broadcast_to(d.probs, shape).reshape(-1)
+            weights = {"probs": (sg(f) - f_alt) / sg(p)}
+            params = {"probs": p}
+        else:  # Normal
+            key_w, key_m, key_s = jax.random.split(key_extra, 3)
+            loc = jnp.broadcast_to(d.loc, shape)
+            scale = jnp.broadcast_to(d.scale, shape)
+            w = jnp.sqrt(2.0) * jnp.sqrt(-jnp.log(jax.random.uniform(key_w, shape, minval=1e-38)))
+            maxwell = jnp.linalg.norm(jax.random.normal(key_m, (*shape, 3)), axis=-1)
+            sign = jnp.where(jax.random.bernoulli(key_s, 0.5, shape), 1.0, -1.0)
+            mu, sd = sg(loc), sg(scale)
+
+            def replaced(j, v):
+                return jnp.where(_unit(shape, j), v, x)
+
+            plus = jax.vmap(lambda j: replaced(j, mu + sd * w))(coords)
+            minus = jax.vmap(lambda j: replaced(j, mu - sd * w))(coords)
+            dsm = jax.vmap(lambda j: replaced(j, mu + sd * sign * maxwell))(coords)
+            fs = jax.vmap(kont)(jnp.concatenate([x[None], plus, minus, dsm]))
+            f = fs[0]
+            f_plus, f_minus, f_dsm = jnp.split(sg(fs[1:]), 3)
+            sd_flat = sd.reshape(-1)
+            weights = {
+                "loc": (f_plus - f_minus) / (sd_flat * jnp.sqrt(2.0 * jnp.pi)),
+                "scale": (f_dsm - sg(f)) / sd_flat,
+            }
+            params = {"loc": loc.reshape(-1), "scale": scale.reshape(-1)}
+        correction = sum(jnp.sum((params[k] - sg(params[k])) * weights[k]) for k in params)
+        return f + correction
+
+
+class LeaveOneOut(Strategy):
+    """REINFORCE over ``num_particles`` particles with leave-one-out baselines.
+
+    Draws ``x_1..x_K`` independently, runs the continuation on each (in parallel) and
+    returns ``(1/K) Σ_k [f(x_k) + sg(f(x_k) - b_k) ∇log p_θ(x_k)]`` with
+    ``b_k = (1/(K-1)) Σ_{j≠k} f(x_j)`` (Mnih & Rezende 2016, VIMCO, eq. 9; Kool et al.
+    2019, "Buy 4 REINFORCE samples, get a baseline for free!").
+    """
+
+    num_particles: int = eqx.field(static=True, default=2)
+
+    def check(self, distribution, site):
+        _require(self.num_particles >= 2, site, "leave_one_out needs num_particles >= 2.")
+
+    def estimate(self, key, distribution, kont):
+        k = self.num_particles
+        xs = sg(distribution.sample(key, (k,)))
+        fs = jax.vmap(kont)(xs)
+        scores = jax.vmap(lambda v: score(distribution, v))(xs)
+        others = (jnp.sum(sg(fs)) - sg(fs)) / (k - 1)
+        return jnp.mean(fs + (sg(fs) - others) * scores)
+
+
+reparam = Reparam()
+reinforce = Reinforce()
+enum = Enum()
+mvd = MVD()
+
+
+def baseline(strategy: LocalStrategy, value: Any, *, learn: bool = False) -> Baseline:
+    """Wrap a score-function strategy with the control variate ``value``.
+
+    See :class:`Baseline`. ``value`` may be a number, an array computed inside the
+    program, or a parameter among the objective's arguments.
+    """
+    return Baseline(strategy, jnp.asarray(value), learn)
+
+
+def leave_one_out(num_particles: int) -> LeaveOneOut:
+    """REINFORCE over ``num_particles`` particles with leave-one-out baselines."""
+    return LeaveOneOut(num_particles)
+
+
+def default_strategy(distribution: Any) -> Strategy:
+    """``reparam`` where the distribution has ``rsample``, otherwise ``reinforce``."""
+    return reparam if getattr(distribution, "has_rsample", False) else reinforce
