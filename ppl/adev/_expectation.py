@@ -51,7 +51,11 @@ class Expectation:
         key = _typed_key(key)
         closed, out_tree = jax.make_jaxpr(self.fn, return_shape=True)(*args)
         outs = jax.tree.leaves(out_tree)
-        if len(outs) != 1 or outs[0].shape != () or not jnp.issubdtype(outs[0].dtype, jnp.floating):
+        if (
+            len(outs) != 1
+            or outs[0].shape != ()
+            or jnp.issubdtype(outs[0].dtype, jnp.complexfloating)
+        ):
             raise TypeError(
                 f"{self!r} must return one real scalar (the quantity whose expectation is "
                 f"estimated), but it returned {jax.tree.map(lambda s: f'{s.dtype}{list(s.shape)}', out_tree)}. "
@@ -64,7 +68,7 @@ class Expectation:
             flat_args,
             Acc.zero(),
             key,
-            lambda values, acc: finalize(acc, values[0]),
+            lambda values, acc: finalize(acc, values[0].astype(acc.cost.dtype)),
         )
 
     def estimate(self, key: jax.Array, *args: Any) -> jax.Array:

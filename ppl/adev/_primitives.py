@@ -205,11 +205,11 @@ def _sample_jvp(primals, tangents, *, site, **_):
 
 
 def _sample_batch(operands, dims, *, shape, batch_ndims, **params):
-    sizes = {x.shape[d] for x, d in zip(operands, dims) if d is not batching.not_mapped}
+    sizes = {x.shape[d] for x, d in zip(operands, dims) if d is not None}
     (size,) = sizes
     moved = [
         jnp.broadcast_to(x, (size, *x.shape))
-        if d is batching.not_mapped
+        if d is None
         else jnp.moveaxis(x, d, 0)
         for x, d in zip(operands, dims)
     ]
@@ -245,7 +245,7 @@ def _cost_jvp(primals, tangents, **_):
 
 def _cost_batch(operands, dims, **params):
     (cost,), (d,) = operands, dims
-    cost_p.bind(jnp.sum(cost) if d is not batching.not_mapped else cost, **params)
+    cost_p.bind(jnp.sum(cost) if d is not None else cost, **params)
     return [], []
 
 
