@@ -71,10 +71,11 @@ Kont = Callable[[list, Acc], jax.Array]
 
 # ------------------------------------------------------------------- static analysis
 
-_SITES: dict[int, tuple[Jaxpr, tuple[bool, SiteInfo | None]]] = {}
+_ContSite = tuple[SiteInfo, str]  # a site whose strategy needs a continuation, and its name
+_SITES: dict[int, tuple[Jaxpr, tuple[bool, _ContSite | None]]] = {}
 
 
-def _scan_jaxpr(jaxpr: Jaxpr) -> tuple[bool, SiteInfo | None]:
+def _scan_jaxpr(jaxpr: Jaxpr) -> tuple[bool, _ContSite | None]:
     """(does ``jaxpr`` contain effects of ppl, first site needing a continuation)."""
     cached = _SITES.get(id(jaxpr))
     if cached is not None and cached[0] is jaxpr:
@@ -86,7 +87,7 @@ def _scan_jaxpr(jaxpr: Jaxpr) -> tuple[bool, SiteInfo | None]:
         if eqn.primitive is sample_p:
             has = True
             if cont is None and _strategy_needs_continuation(eqn):
-                cont = eqn.params["site"]
+                cont = (eqn.params["site"], _strategy_name(eqn))
         elif eqn.primitive is cost_p:
             has = True
         else:
@@ -98,7 +99,7 @@ def _scan_jaxpr(jaxpr: Jaxpr) -> tuple[bool, SiteInfo | None]:
     return has, cont
 
 
-def _eqn_sites(eqn) -> tuple[bool, SiteInfo | None]:
+def _eqn_sites(eqn) -> tuple[bool, _ContSite | None]:
     has, cont = False, None
     for sub in jaxprs_in_params(eqn.params):
         sub_has, sub_cont = _scan_jaxpr(sub)
@@ -106,9 +107,17 @@ def _eqn_sites(eqn) -> tuple[bool, SiteInfo | None]:
     return has, cont
 
 
-def _strategy_needs_continuation(eqn) -> bool:
+def _strategy_template(eqn):
     tree = eqn.params["strategy_tree"]
-    return bool(jax.tree.unflatten(tree, [None] * tree.num_leaves).needs_continuation)
+    return jax.tree.unflatten(tree, [None] * tree.num_leaves)
+
+
+def _strategy_needs_continuation(eqn) -> bool:
+    return bool(_strategy_template(eqn).needs_continuation)
+
+
+def _strategy_name(eqn) -> str:
+    return type(_strategy_template(eqn)).__name__
 
 
 def _first_site(jaxpr: Jaxpr) -> SiteInfo | None:
@@ -187,7 +196,7 @@ def _run_from(jaxpr, start, env, acc, key, kont):
             site = eqn.params["site"]
             if strategy.needs_continuation:
                 if kont is None:
-                    raise _loop_error(site, strategy)
+                    raise _loop_error((site, type(strategy).__name__))
                 if eqn.params["batch_ndims"]:
                     raise _batched_error(site, strategy)
 
@@ -324,7 +333,7 @@ def _scan(eqn, invals, acc, key):
     nc, nk = p["num_consts"], p["num_carry"]
     _, cont = _scan_jaxpr(jaxpr)
     if cont is not None:
-        raise _loop_error(cont, None, loop="lax.scan (or fori_loop with static bounds)")
+        raise _loop_error(cont, loop="lax.scan (or fori_loop with static bounds)")
     consts, init, xs = invals[:nc], invals[nc : nc + nk], invals[nc + nk :]
 
     def body(carry, x):
@@ -359,7 +368,7 @@ def _while(eqn, invals, acc, key):
         )
     _, cont = _scan_jaxpr(body_jaxpr)
     if cont is not None:
-        raise _loop_error(cont, None, loop="lax.while_loop (or fori_loop with traced bounds)")
+        raise _loop_error(cont, loop="lax.while_loop (or fori_loop with traced bounds)")
     ncc, nbc = p["cond_nconsts"], p["body_nconsts"]
     cconsts, bconsts, init = invals[:ncc], invals[ncc : ncc + nbc], invals[ncc + nbc :]
     floats = [j for j, c in enumerate(bconsts) if jnp.issubdtype(jnp.result_type(c), jnp.inexact)]
@@ -406,8 +415,8 @@ def _while(eqn, invals, acc, key):
 # ------------------------------------------------------------------------- errors
 
 
-def _loop_error(site: SiteInfo, strategy, loop: str = "a loop") -> ValueError:
-    what = type(strategy).__name__ if strategy is not None else "its strategy"
+def _loop_error(cont: _ContSite, loop: str = "a loop") -> ValueError:
+    site, what = cont
     return ValueError(
         f"{site.describe()}: {what} needs the rest of the program as a continuation "
         f"(it evaluates it at several values), but the site is inside {loop}, whose "
