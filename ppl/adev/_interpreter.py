@@ -190,7 +190,6 @@ def _run_from(jaxpr, start, env, acc, key, kont):
         eqn = eqns[i]
         invals = [_read(env, v) for v in eqn.invars]
         prim = eqn.primitive
-        key_i = jax.random.fold_in(key, i)
         if prim is sample_p:
             strategy, distribution = _site_objects(eqn, invals)
             site = eqn.params["site"]
@@ -205,8 +204,9 @@ def _run_from(jaxpr, start, env, acc, key, kont):
                     _write(env2, eqn.outvars, [_cast(x, eqn)])
                     return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, kont)
 
+                key_i = jax.random.fold_in(key, i)
                 return finalize(acc, strategy.estimate(key_i, distribution, site_kont))
-            value, acc = _local_site(eqn, invals, acc, key_i)
+            value, acc = _local_site(eqn, invals, acc, jax.random.fold_in(key, i))
             _write(env, eqn.outvars, [value])
         elif prim is cost_p:
             acc = acc._replace(cost=acc.cost + jnp.sum(invals[0]))
@@ -215,6 +215,7 @@ def _run_from(jaxpr, start, env, acc, key, kont):
             if not has:
                 _write(env, eqn.outvars, _bind(eqn, invals))
                 continue
+            key_i = jax.random.fold_in(key, i)
             if cont is not None and kont is not None and (prim.name in _INLINE or prim.name == "cond"):
 
                 def rest(outs, acc2, i=i, eqn=eqn):
