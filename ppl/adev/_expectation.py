@@ -77,11 +77,23 @@ class Expectation:
 
     def grad_estimate(self, key: jax.Array, *args: Any) -> tuple:
         """An unbiased estimate of the gradient, a tuple shaped like ``args``."""
-        return self._value_and_grad(key, *args)[1]
+        return self.value_and_grad_estimate(key, *args)[1]
 
     def value_and_grad_estimate(self, key: jax.Array, *args: Any) -> tuple[jax.Array, tuple]:
         """``(estimate, grad_estimate)`` from the same draws (jit-compiled)."""
-        return self._value_and_grad(key, *args)
+        try:
+            return self._value_and_grad(key, *args)
+        except ValueError as err:
+            if "Reverse-mode differentiation does not work for lax.while_loop" not in str(err):
+                raise
+            raise ValueError(
+                f"{self!r}: a value carried from one iteration of a while_loop to the next "
+                f"depends differentiably on the arguments (for example a reparameterized "
+                f"sample accumulated in the carry). JAX cannot reverse-differentiate "
+                f"that. Use lax.scan (or fori_loop with static bounds), or forward mode "
+                f"(jvp_estimate). Sites whose parameters come from outside the loop are "
+                f"fine: only the carry is the problem."
+            ) from None
 
     def jvp_estimate(self, key: jax.Array, primals: tuple, tangents: tuple):
         """Forward mode: ``(estimate, unbiased estimate of the directional derivative)``."""

@@ -130,3 +130,21 @@ def test_bad_key():
 def test_not_a_distribution():
     with pytest.raises(TypeError, match="expects a NumPyro distribution"):
         _estimate(lambda m: ppl.sample(m), 0.0)
+
+
+def test_reparameterized_value_carried_through_a_while_loop():
+    def program(theta):
+        def body(state):
+            n, total = state
+            return n + 1, total + ppl.sample(dist.Normal(theta, 1.0), name="step")
+
+        return jax.lax.while_loop(lambda s: s[0] < 3, body, (0, 0.0))[1] ** 2
+
+    objective = ppl.expectation(program)
+    with pytest.raises(ValueError, match=r"carried from one iteration of a while_loop.*lax.scan"):
+        objective.grad_estimate(KEY, 0.5)
+    # forward mode works: d/dθ E[(Σ_3 x)²] = 18θ, estimated by 2 (Σ x) * 3
+    value, tangent = objective.jvp_estimate(KEY, (0.5,), (1.0,))
+    assert jnp.isclose(tangent, 6.0 * jnp.sqrt(value), rtol=1e-4) or jnp.isclose(
+        tangent, -6.0 * jnp.sqrt(value), rtol=1e-4
+    )
