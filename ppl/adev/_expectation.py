@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,9 +57,10 @@ class Expectation:
             or outs[0].shape != ()
             or jnp.issubdtype(outs[0].dtype, jnp.complexfloating)
         ):
+            returned = jax.tree.map(lambda s: f"{s.dtype}{list(s.shape)}", out_tree)
             raise TypeError(
                 f"{self!r} must return one real scalar (the quantity whose expectation is "
-                f"estimated), but it returned {jax.tree.map(lambda s: f'{s.dtype}{list(s.shape)}', out_tree)}. "
+                f"estimated), but it returned {returned}. "
                 f"Reduce it (jnp.sum, jnp.mean) or jax.vmap the Expectation over a batch."
             )
         flat_args = jax.tree.leaves(args)

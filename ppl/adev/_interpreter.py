@@ -24,8 +24,10 @@ function of the site's value.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -72,16 +74,11 @@ Kont = Callable[[list, Acc], jax.Array]
 # ------------------------------------------------------------------- static analysis
 
 _ContSite = tuple[SiteInfo, str]  # a site whose strategy needs a continuation, and its name
-_SITES: dict[int, tuple[Jaxpr, tuple[bool, _ContSite | None]]] = {}
 
 
+@functools.lru_cache(maxsize=8192)
 def _scan_jaxpr(jaxpr: Jaxpr) -> tuple[bool, _ContSite | None]:
     """(does ``jaxpr`` contain effects of ppl, first site needing a continuation)."""
-    cached = _SITES.get(id(jaxpr))
-    if cached is not None and cached[0] is jaxpr:
-        return cached[1]
-    if len(_SITES) > 100_000:
-        _SITES.clear()
     has, cont = False, None
     for eqn in jaxpr.eqns:
         if eqn.primitive is sample_p:
@@ -95,7 +92,6 @@ def _scan_jaxpr(jaxpr: Jaxpr) -> tuple[bool, _ContSite | None]:
                 sub_has, sub_cont = _scan_jaxpr(sub)
                 has = has or sub_has
                 cont = cont or sub_cont
-    _SITES[id(jaxpr)] = (jaxpr, (has, cont))
     return has, cont
 
 
@@ -216,7 +212,11 @@ def _run_from(jaxpr, start, env, acc, key, kont):
                 _write(env, eqn.outvars, _bind(eqn, invals))
                 continue
             key_i = jax.random.fold_in(key, i)
-            if cont is not None and kont is not None and (prim.name in _INLINE or prim.name == "cond"):
+            if (
+                cont is not None
+                and kont is not None
+                and (prim.name in _INLINE or prim.name == "cond")
+            ):
 
                 def rest(outs, acc2, i=i, eqn=eqn):
                     env2 = dict(env)
@@ -312,9 +312,7 @@ def _cond(eqn, invals, acc, key, rest):
     index, *ops = invals
     branches = [_open(b) for b in eqn.params["branches"]]
     if rest is not None:
-        fns = [
-            (lambda ops, b=b: run(b[0], b[1], list(ops), acc, key, rest)) for b in branches
-        ]
+        fns = [(lambda ops, b=b: run(b[0], b[1], list(ops), acc, key, rest)) for b in branches]
         return jax.lax.switch(index, fns, ops)
 
     def make(b):

@@ -13,7 +13,6 @@ dimensions (``batch_ndims``): each lane then draws independently.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import sys
 import threading
 from typing import Any, NamedTuple
@@ -31,7 +30,6 @@ __all__ = ["sample", "add_cost", "particles", "SiteInfo", "sample_p", "cost_p"]
 sample_p = Primitive("ppl_sample")
 cost_p = Primitive("ppl_add_cost")
 
-_site_counter = itertools.count()
 _lanes = threading.local()
 
 
@@ -47,14 +45,16 @@ class SiteInfo(NamedTuple):
         return f"site '{self.name}' ({self.distribution}{where})"
 
 
-def _caller_location() -> str:
+def _caller() -> tuple[str, str]:
+    """(function:line, file:line) of the first frame outside ppl's own modules."""
     frame = sys._getframe(1)
     ppl_dir = __file__.rsplit("/adev/", 1)[0]
     while frame is not None and frame.f_code.co_filename.startswith(ppl_dir):
         frame = frame.f_back
     if frame is None:
-        return ""
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        return "sample", ""
+    code = frame.f_code
+    return f"{code.co_name}:{frame.f_lineno}", f"{code.co_filename}:{frame.f_lineno}"
 
 
 def _outside_message(what: str) -> str:
@@ -80,7 +80,8 @@ def sample(
             (``ppl.reparam``, ``ppl.reinforce``, ``ppl.enum``, ``ppl.mvd``, ...).
             ``None`` picks ``reparam`` where ``distribution.has_rsample`` and
             ``reinforce`` otherwise.
-        name: the site's name in error messages (default: ``sample_<n>``).
+        name: the site's name in error messages (default: the calling function's
+            name and line, ``"program:12"``).
 
     Returns:
         The sampled value, shaped ``distribution.batch_shape + event_shape``.
@@ -100,9 +101,10 @@ def sample(
             f"ppl.sample: strategy must be a ppl.Strategy (for example ppl.reparam), "
             f"got {strategy!r}."
         )
+    default_name, location = _caller()
     site = SiteInfo(
-        name=name if name is not None else f"sample_{next(_site_counter)}",
-        location=_caller_location(),
+        name=name if name is not None else default_name,
+        location=location,
         distribution=type(distribution).__name__,
     )
     strategy.check(distribution, site)
@@ -208,9 +210,7 @@ def _sample_batch(operands, dims, *, shape, batch_ndims, **params):
     sizes = {x.shape[d] for x, d in zip(operands, dims) if d is not None}
     (size,) = sizes
     moved = [
-        jnp.broadcast_to(x, (size, *x.shape))
-        if d is None
-        else jnp.moveaxis(x, d, 0)
+        jnp.broadcast_to(x, (size, *x.shape)) if d is None else jnp.moveaxis(x, d, 0)
         for x, d in zip(operands, dims)
     ]
     out = sample_p.bind(*moved, shape=(size, *shape), batch_ndims=batch_ndims + 1, **params)

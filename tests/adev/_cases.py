@@ -7,7 +7,8 @@ the exact gradient is ``jax.grad(exact)``.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -126,7 +127,9 @@ def _reparam_family():
         scale_tril = jnp.array([[jnp.exp(t[2]), 0.0], [t[3], 1.0]])
         return jnp.sum(t[:2] ** 2) + jnp.trace(scale_tril @ scale_tril.T)
 
-    cases.append(Case("reparam-MultivariateNormal", mvn, mvn_exact, jnp.array([0.3, -0.5, 0.2, 0.4])))
+    cases.append(
+        Case("reparam-MultivariateNormal", mvn, mvn_exact, jnp.array([0.3, -0.5, 0.2, 0.4]))
+    )
 
     def lowrank(theta):
         d = dist.LowRankMultivariateNormal(theta[:2], theta[2:4].reshape(2, 1), jnp.exp(theta[4:6]))
@@ -159,8 +162,12 @@ def _reparam_family():
         return ppl.sample(dist.LogNormal(theta[0], jnp.exp(theta[1])), ppl.reparam)
 
     cases.append(
-        Case("reparam-LogNormal", lognormal, lambda t: jnp.exp(t[0] + jnp.exp(2 * t[1]) / 2),
-             jnp.array([0.2, -0.7]))
+        Case(
+            "reparam-LogNormal",
+            lognormal,
+            lambda t: jnp.exp(t[0] + jnp.exp(2 * t[1]) / 2),
+            jnp.array([0.2, -0.7]),
+        )
     )
 
     def student(theta):
@@ -168,8 +175,12 @@ def _reparam_family():
         return x**2
 
     cases.append(
-        Case("reparam-StudentT", student, lambda t: t[0] ** 2 + jnp.exp(2 * t[1]) * 5 / 3,
-             jnp.array([0.5, -0.4]))
+        Case(
+            "reparam-StudentT",
+            student,
+            lambda t: t[0] ** 2 + jnp.exp(2 * t[1]) * 5 / 3,
+            jnp.array([0.5, -0.4]),
+        )
     )
 
     def gamma(theta):
@@ -209,8 +220,12 @@ def _reparam_family():
         return ppl.sample(d, ppl.reparam)
 
     cases.append(
-        Case("reparam-TransformedDistribution", transformed,
-             lambda t: jnp.exp(t[0] + jnp.exp(2 * t[1]) / 2), jnp.array([0.2, -0.7]))
+        Case(
+            "reparam-TransformedDistribution",
+            transformed,
+            lambda t: jnp.exp(t[0] + jnp.exp(2 * t[1]) / 2),
+            jnp.array([0.2, -0.7]),
+        )
     )
 
     def independent(theta):
@@ -218,8 +233,12 @@ def _reparam_family():
         return jnp.sum(x**2)
 
     cases.append(
-        Case("reparam-Independent", independent, lambda t: jnp.sum(t**2) + 3.0,
-             jnp.array([0.1, -0.3, 0.6]))
+        Case(
+            "reparam-Independent",
+            independent,
+            lambda t: jnp.sum(t**2) + 3.0,
+            jnp.array([0.1, -0.3, 0.6]),
+        )
     )
     return cases
 
@@ -269,7 +288,9 @@ def _programs():
         ("mvd-reinforce", ppl.mvd, ppl.reinforce),
         ("reinforce-mvd", ppl.reinforce, ppl.mvd),
     ]:
-        cases.append(Case(f"cond-sampled-branch-{label}", *branch(outer, inner), jnp.array([0.2, 0.8])))
+        cases.append(
+            Case(f"cond-sampled-branch-{label}", *branch(outer, inner), jnp.array([0.2, 0.8]))
+        )
 
     def scan(strategy):
         def program(theta):
@@ -308,10 +329,15 @@ def _programs():
 
         return program, exact
 
-    cases.append(Case("while-geometric-reinforce", *geometric_loop(ppl.reinforce), jnp.array([0.4, 0.7])))
     cases.append(
-        Case("while-geometric-baseline", *geometric_loop(ppl.baseline(ppl.reinforce, 3.0)),
-             jnp.array([0.4, 0.7]))
+        Case("while-geometric-reinforce", *geometric_loop(ppl.reinforce), jnp.array([0.4, 0.7]))
+    )
+    cases.append(
+        Case(
+            "while-geometric-baseline",
+            *geometric_loop(ppl.baseline(ppl.reinforce, 3.0)),
+            jnp.array([0.4, 0.7]),
+        )
     )
 
     def particles_reparam(theta):
@@ -319,14 +345,16 @@ def _programs():
         return jnp.mean(xs) ** 2
 
     cases.append(
-        Case("particles-reparam", particles_reparam,
-             lambda t: t[0] ** 2 + jnp.exp(2 * t[1]) / 4, jnp.array([0.5, -0.2]))
+        Case(
+            "particles-reparam",
+            particles_reparam,
+            lambda t: t[0] ** 2 + jnp.exp(2 * t[1]) / 4,
+            jnp.array([0.5, -0.2]),
+        )
     )
 
     def particles_reinforce(theta):
-        bs = ppl.particles(
-            lambda: ppl.sample(dist.Bernoulli(logits=theta[0]), ppl.reinforce), 4
-        )()
+        bs = ppl.particles(lambda: ppl.sample(dist.Bernoulli(logits=theta[0]), ppl.reinforce), 4)()
         return jnp.mean(bs) ** 2
 
     def particles_reinforce_exact(t):
@@ -334,7 +362,9 @@ def _programs():
         return p * (1 - p) / 4 + p**2
 
     cases.append(
-        Case("particles-reinforce", particles_reinforce, particles_reinforce_exact, jnp.array([0.3]))
+        Case(
+            "particles-reinforce", particles_reinforce, particles_reinforce_exact, jnp.array([0.3])
+        )
     )
 
     def vmapped(theta):
@@ -433,12 +463,18 @@ def all_cases() -> list[Case]:
             Case(f"{label}-Categorical", *_categorical(strategy), jnp.array([0.2, -0.5, 0.1, 0.4]))
         )
         cases.append(
-            Case(f"{label}-Bernoulli-batch", *_vector_bernoulli(strategy), jnp.array([0.2, -0.5, 0.7]))
+            Case(
+                f"{label}-Bernoulli-batch",
+                *_vector_bernoulli(strategy),
+                jnp.array([0.2, -0.5, 0.7]),
+            )
         )
     for label, strategy in [("reinforce", ppl.reinforce), ("enum", ppl.enum)]:
         cases.append(Case(f"{label}-Binomial", *_binomial(strategy), jnp.array([0.3])))
     for label, strategy in [("reinforce", ppl.reinforce), ("mvd", ppl.mvd)]:
         cases.append(Case(f"{label}-Poisson", *_poisson(strategy), jnp.array([0.5])))
         cases.append(Case(f"{label}-Geometric", *_geometric(strategy), jnp.array([0.6])))
-    cases.append(Case("leave_one_out-Normal", *_normal_square(ppl.leave_one_out(3)), jnp.array([0.4, -0.3])))
+    cases.append(
+        Case("leave_one_out-Normal", *_normal_square(ppl.leave_one_out(3)), jnp.array([0.4, -0.3]))
+    )
     return cases + _reparam_family() + _programs()

@@ -20,7 +20,10 @@ def test_reparam_on_a_discrete_distribution():
     def program(p):
         return ppl.sample(dist.Bernoulli(probs=p), ppl.reparam, name="coin") * 1.0
 
-    with pytest.raises(ValueError, match=r"site 'coin' \(BernoulliProbs at .*test_errors.py:\d+\).*reparam.*discrete.*ppl.enum"):
+    with pytest.raises(
+        ValueError,
+        match=r"site 'coin' \(BernoulliProbs at .*test_errors.py:\d+\).*reparam.*discrete.*enum",
+    ):
         _estimate(program, 0.3)
 
 
@@ -28,7 +31,9 @@ def test_enum_on_an_infinite_support():
     def program(rate):
         return ppl.sample(dist.Poisson(rate), ppl.enum, name="count") * 1.0
 
-    with pytest.raises(ValueError, match=r"site 'count' \(Poisson.*enum needs a finite support.*ppl.mvd"):
+    with pytest.raises(
+        ValueError, match=r"site 'count' \(Poisson.*enum needs a finite support.*ppl.mvd"
+    ):
         _estimate(program, 2.0)
 
 
@@ -109,7 +114,9 @@ def test_random_choice_in_a_while_condition():
 
 def test_continuation_strategy_on_a_vmapped_site():
     def program(logits):
-        bits = jax.vmap(lambda l: ppl.sample(dist.Bernoulli(logits=l), ppl.enum, name="lane"))(logits)
+        bits = jax.vmap(lambda v: ppl.sample(dist.Bernoulli(logits=v), ppl.enum, name="lane"))(
+            logits
+        )
         return jnp.sum(bits) * 1.0
 
     with pytest.raises(ValueError, match=r"site 'lane'.*inside jax.vmap"):

@@ -80,7 +80,11 @@ PROGRAMS = {
     ),
     "loop": (
         lambda s: _loop(s),
-        [(ppl.reinforce,), (ppl.baseline(ppl.reinforce, 4.0),), (ppl.baseline(ppl.reinforce, -3.0),)],
+        [
+            (ppl.reinforce,),
+            (ppl.baseline(ppl.reinforce, 4.0),),
+            (ppl.baseline(ppl.reinforce, -3.0),),
+        ],
         jnp.array([0.1, 0.8]),
     ),
 }
@@ -89,7 +93,9 @@ PROGRAMS = {
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_strategies_change_variance_not_expectation(name):
     make, strategy_sets, theta = PROGRAMS[name]
-    results = [_stats(make(*strategies), theta, seed=i) for i, strategies in enumerate(strategy_sets)]
+    results = [
+        _stats(make(*strategies), theta, seed=i) for i, strategies in enumerate(strategy_sets)
+    ]
     reference_mean, reference_se, _ = results[0]
     for strategies, (mean, se, _) in zip(strategy_sets[1:], results[1:]):
         combined = np.sqrt(se**2 + reference_se**2)

@@ -34,7 +34,11 @@ def _params(size, values):
 
 
 @settings(max_examples=15, deadline=None)
-@given(size=st.integers(1, 4), values=st.tuples(floats, floats, floats, floats), seed=st.integers(0, 2**16))
+@given(
+    size=st.integers(1, 4),
+    values=st.tuples(floats, floats, floats, floats),
+    seed=st.integers(0, 2**16),
+)
 def test_estimates_are_finite_and_gradients_shaped_like_args(size, values, seed):
     params = _params(size, values)
     x = jnp.linspace(-1.0, 1.0, size)

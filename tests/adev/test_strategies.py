@@ -22,8 +22,10 @@ class ControlVariateReinforce(ppl.Strategy):
         x = sg(distribution.sample(key))
         f = kont(x)
         control = self.slope * x
-        return f + sg(f - control) * ppl.score(distribution, x) + self.slope * (
-            distribution.mean - sg(distribution.mean)
+        return (
+            f
+            + sg(f - control) * ppl.score(distribution, x)
+            + self.slope * (distribution.mean - sg(distribution.mean))
         )
 
 
@@ -37,7 +39,9 @@ def test_user_defined_strategy_is_unbiased_and_reduces_variance():
 
     theta = jnp.array([0.7])
     exact_grad = np.array([2.0 + 0.2 * 0.7])
-    custom = jax.vmap(make(ControlVariateReinforce(2.0)).grad_estimate, (0, None))(_keys(3), theta)[0]
+    custom = jax.vmap(make(ControlVariateReinforce(2.0)).grad_estimate, (0, None))(_keys(3), theta)[
+        0
+    ]
     plain = jax.vmap(make(ppl.reinforce).grad_estimate, (0, None))(_keys(3), theta)[0]
     _within(custom, exact_grad, "custom strategy gradient")
     assert np.var(custom) < 0.5 * np.var(plain)
@@ -98,7 +102,9 @@ def test_sites_inside_checkpoint_and_custom_vjp_are_inlined():
     noisy_square.defvjp(lambda m: (noisy_square(m), None), lambda _, g: (g,))
 
     def program(theta):
-        a = jax.checkpoint(lambda t: ppl.sample(dist.Normal(t[0], 1.0), name="in_remat") ** 2)(theta)
+        a = jax.checkpoint(lambda t: ppl.sample(dist.Normal(t[0], 1.0), name="in_remat") ** 2)(
+            theta
+        )
         return a + noisy_square(theta[1])
 
     def exact(t):

@@ -41,9 +41,7 @@ def _keys(seed: int, n: int = NUM_SAMPLES):
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_value_and_gradient_are_unbiased(case):
     objective = ppl.expectation(case.program)
-    values, (grads,) = jax.vmap(objective.value_and_grad_estimate, (0, None))(
-        _keys(0), case.theta
-    )
+    values, (grads,) = jax.vmap(objective.value_and_grad_estimate, (0, None))(_keys(0), case.theta)
     exact_value = np.asarray(case.exact(case.theta))
     exact_grad = np.asarray(jax.grad(case.exact)(case.theta))
     _within(values, exact_value, f"{case.name} value")
