@@ -1,26 +1,26 @@
 """ppl: programmable variational inference for JAX and NumPyro."""
 
-from ppl.adev import Expectation as Expectation
-from ppl.adev import expectation as expectation
-from ppl.adev import add_cost as add_cost
-from ppl.adev import particles as particles
-from ppl.adev import sample as sample
 from ppl.adev import MVD as MVD
 from ppl.adev import Baseline as Baseline
 from ppl.adev import Draw as Draw
 from ppl.adev import Enum as Enum
+from ppl.adev import Expectation as Expectation
 from ppl.adev import LeaveOneOut as LeaveOneOut
 from ppl.adev import LocalStrategy as LocalStrategy
 from ppl.adev import Reinforce as Reinforce
 from ppl.adev import Reparam as Reparam
 from ppl.adev import Strategy as Strategy
+from ppl.adev import add_cost as add_cost
 from ppl.adev import baseline as baseline
 from ppl.adev import default_strategy as default_strategy
 from ppl.adev import enum as enum
+from ppl.adev import expectation as expectation
 from ppl.adev import leave_one_out as leave_one_out
 from ppl.adev import mvd as mvd
+from ppl.adev import particles as particles
 from ppl.adev import reinforce as reinforce
 from ppl.adev import reparam as reparam
+from ppl.adev import sample as sample
 from ppl.adev import score as score
 
 __version__ = "0.1.0"

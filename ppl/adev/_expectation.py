@@ -30,7 +30,7 @@ def _typed_key(key: Any) -> jax.Array:
 class Expectation:
     """The expected value of a stochastic program, with unbiased estimators.
 
-    Create one with :func:`expectation`. Calling ``objective(key, *args)`` returns a
+    Create one with `expectation`. Calling ``objective(key, *args)`` returns a
     scalar whose value is an unbiased estimate of ``E[fn(*args)]`` and whose JAX
     derivative with respect to ``args`` is an unbiased estimate of the gradient of
     that expectation; so is the derivative of any linear combination of such calls
@@ -110,11 +110,11 @@ class Expectation:
 
 
 def expectation(fn: Callable[..., jax.Array]) -> Expectation:
-    """Turn a stochastic program into an :class:`Expectation`.
+    """Turn a stochastic program into an `Expectation`.
 
     ``fn(*args)`` is any JAX code returning one real scalar; its random choices are
-    made with :func:`ppl.sample` (each with a gradient strategy) and it may add costs
-    with :func:`ppl.add_cost`.
+    made with `ppl.sample` (each with a gradient strategy) and it may add costs
+    with `ppl.add_cost`.
 
     Examples:
         >>> import jax, jax.numpy as jnp, ppl

@@ -1,6 +1,6 @@
 """The two effects an expectation program may perform: ``sample`` and ``add_cost``.
 
-Both are JAX primitives. Inside :func:`ppl.expectation` they are staged into the
+Both are JAX primitives. Inside `ppl.expectation` they are staged into the
 program's jaxpr and then rewritten by the interpreter (``_interpreter.py``); anywhere
 else, evaluating, lowering or differentiating them raises a clear error.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -151,7 +152,9 @@ def _lane(index: jax.Array):
         _lanes.stack = stack
 
 
-def particles(fn, num_particles: int, in_axes: Any = None):
+def particles(
+    fn: Callable[..., Any], num_particles: int, in_axes: Any = None
+) -> Callable[..., Any]:
     """``jax.vmap`` ``fn`` over ``num_particles`` independent particles.
 
     Plain ``jax.vmap`` gives independent draws only at sites whose distribution

@@ -9,10 +9,10 @@ marks the parts that are constants for differentiation. JAX then gives forward m
 
 Two kinds of rules:
 
-* :class:`LocalStrategy` draws a value and returns a *score* (a zero-valued term whose
+* `LocalStrategy` draws a value and returns a *score* (a zero-valued term whose
   gradient is ``∇ log p_θ(x)``) and an optional baseline; the interpreter multiplies the
   score by the value of the rest of the program. These work everywhere, loops included.
-* :class:`Strategy` (``estimate``) receives the continuation ``kont`` itself and may call
+* `Strategy` (``estimate``) receives the continuation ``kont`` itself and may call
   it on any values (enumeration, measure-valued derivatives). Such sites must not sit
   inside ``lax.scan``/``while_loop``; unroll the loop in Python instead.
 """
@@ -67,7 +67,7 @@ def score(distribution: Any, value: jax.Array) -> jax.Array:
 class Strategy(eqx.Module):
     """Base class of gradient-estimation strategies.
 
-    Subclasses implement :meth:`estimate`: given a key, the site's distribution and the
+    Subclasses implement `estimate`: given a key, the site's distribution and the
     continuation ``kont`` (a function from a value of the site to the scalar surrogate
     of the rest of the program), return a scalar whose value is an unbiased estimate
     of ``E_{x ~ distribution}[kont(x)]`` and whose gradient is an unbiased estimate of
@@ -83,11 +83,25 @@ class Strategy(eqx.Module):
         """Raise ``ValueError`` naming ``site`` if this strategy cannot apply."""
 
     def estimate(self, key: jax.Array, distribution: Any, kont: Continuation) -> jax.Array:
+        """The surrogate estimate of ``E_{x ~ distribution}[kont(x)]`` at this site.
+
+        Args:
+            key: a PRNG key for this site.
+            distribution: the site's NumPyro distribution (its parameters may carry
+                gradients).
+            kont: the rest of the program as a function of the site's value; it
+                returns a scalar surrogate and may be called (or ``jax.vmap``-ed) on
+                any number of values.
+
+        Returns:
+            A scalar: an unbiased estimate of the expectation whose JAX derivative is
+            an unbiased estimate of the expectation's derivative.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement estimate().")
 
 
 class Draw(NamedTuple):
-    """What a :class:`LocalStrategy` returns: the value, its score term and baseline."""
+    """What a `LocalStrategy` returns: the value, its score term and baseline."""
 
     value: jax.Array
     score: jax.Array | None = None
@@ -95,7 +109,7 @@ class Draw(NamedTuple):
 
 
 class LocalStrategy(Strategy):
-    """A strategy that needs no continuation: it returns a :class:`Draw`.
+    """A strategy that needs no continuation: it returns a `Draw`.
 
     The estimate at the site is ``f(x) + sg(f(x) - b) * score`` where ``f`` is the value
     of the rest of the program (``b = 0`` without a baseline): the interpreter collects
@@ -105,6 +119,18 @@ class LocalStrategy(Strategy):
     needs_continuation: ClassVar[bool] = False
 
     def draw(self, key: jax.Array, distribution: Any) -> Draw:
+        """Draw the site's value.
+
+        Args:
+            key: a PRNG key for this site.
+            distribution: the site's NumPyro distribution.
+
+        Returns:
+            A `Draw`: the value (carrying gradients for a pathwise rule), an optional
+            zero-valued score term (such as `ppl.score(distribution, value)`) that the
+            interpreter multiplies by the value of the rest of the program, and an
+            optional baseline subtracted from that value.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement draw().")
 
     def estimate(self, key, distribution, kont):
@@ -221,7 +247,7 @@ class Enum(Strategy):
             site,
             f"enumerating batch shape {distribution.batch_shape} with {support} values "
             f"each gives {count} joint values (more than max_values={self.max_values}). "
-            f"Use ppl.mvd or ppl.reinforce, or ppl.enum(max_values=...) to allow it.",
+            f"Use ppl.mvd or ppl.reinforce, or ppl.Enum(max_values=...) to allow it.",
         )
 
     def estimate(self, key, distribution, kont):
@@ -383,7 +409,7 @@ mvd = MVD()
 def baseline(strategy: LocalStrategy, value: Any, *, learn: bool = False) -> Baseline:
     """Wrap a score-function strategy with the control variate ``value``.
 
-    See :class:`Baseline`. ``value`` may be a number, an array computed inside the
+    See `Baseline`. ``value`` may be a number, an array computed inside the
     program, or a parameter among the objective's arguments.
     """
     return Baseline(strategy, jnp.asarray(value), learn)
