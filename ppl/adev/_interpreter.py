@@ -95,6 +95,12 @@ def _scan_jaxpr(jaxpr: Jaxpr) -> tuple[bool, _ContSite | None]:
     return has, cont
 
 
+@functools.lru_cache(maxsize=8192)
+def _key_users(jaxpr: Jaxpr) -> int:
+    """How many equations of ``jaxpr`` (sites, or structured ones holding sites) use keys."""
+    return sum(eqn.primitive is sample_p or _eqn_sites(eqn)[0] for eqn in jaxpr.eqns)
+
+
 def _eqn_sites(eqn) -> tuple[bool, _ContSite | None]:
     has, cont = False, None
     for sub in jaxprs_in_params(eqn.params):
@@ -182,6 +188,8 @@ def run(
 
 def _run_from(jaxpr, start, env, acc, key, kont):
     eqns = jaxpr.eqns
+    # With one user the key passes through unchanged (one PRNG call fewer per draw).
+    shared = _key_users(jaxpr) > 1
     for i in range(start, len(eqns)):
         eqn = eqns[i]
         invals = [_read(env, v) for v in eqn.invars]
@@ -200,9 +208,10 @@ def _run_from(jaxpr, start, env, acc, key, kont):
                     _write(env2, eqn.outvars, [_cast(x, eqn)])
                     return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, kont)
 
-                key_i = jax.random.fold_in(key, i)
+                key_i = jax.random.fold_in(key, i) if shared else key
                 return finalize(acc, strategy.estimate(key_i, distribution, site_kont))
-            value, acc = _local_site(eqn, invals, acc, jax.random.fold_in(key, i))
+            key_i = jax.random.fold_in(key, i) if shared else key
+            value, acc = _local_site(eqn, invals, acc, key_i)
             _write(env, eqn.outvars, [value])
         elif prim is cost_p:
             acc = acc._replace(cost=acc.cost + jnp.sum(invals[0]))
@@ -211,7 +220,7 @@ def _run_from(jaxpr, start, env, acc, key, kont):
             if not has:
                 _write(env, eqn.outvars, _bind(eqn, invals))
                 continue
-            key_i = jax.random.fold_in(key, i)
+            key_i = jax.random.fold_in(key, i) if shared else key
             if (
                 cont is not None
                 and kont is not None

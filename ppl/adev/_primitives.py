@@ -157,8 +157,8 @@ def particles(
 ) -> Callable[..., Any]:
     """``jax.vmap`` ``fn`` over ``num_particles`` independent particles.
 
-    Plain ``jax.vmap`` gives independent draws only at sites whose distribution
-    parameters vary along the mapped axis; a site whose distribution is the same for
+    Inside an expectation, plain ``jax.vmap`` gives independent draws only at sites
+    whose distribution parameters vary along the mapped axis; a site whose distribution is the same for
     every lane would be drawn once and broadcast, as for any JAX function with
     unbatched inputs. ``particles`` marks every site inside ``fn`` as batched, so each
     particle draws its own value.
