@@ -158,10 +158,10 @@ def particles(
     """``jax.vmap`` ``fn`` over ``num_particles`` independent particles.
 
     Inside an expectation, plain ``jax.vmap`` gives independent draws only at sites
-    whose distribution parameters vary along the mapped axis; a site whose distribution is the same for
-    every lane would be drawn once and broadcast, as for any JAX function with
-    unbatched inputs. ``particles`` marks every site inside ``fn`` as batched, so each
-    particle draws its own value.
+    whose distribution parameters vary along the mapped axis; a site whose
+    distribution is the same for every lane would be drawn once and broadcast, as for
+    any JAX function with unbatched inputs. ``particles`` marks every site inside
+    ``fn`` as batched, so each particle draws its own value.
 
     Args:
         fn: a function of ``*args`` that calls ``ppl.sample``.
