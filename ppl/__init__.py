@@ -22,6 +22,11 @@ from ppl.adev import reinforce as reinforce
 from ppl.adev import reparam as reparam
 from ppl.adev import sample as sample
 from ppl.adev import score as score
+from ppl.gen import Trace as Trace
+from ppl.gen import constrain as constrain
+from ppl.gen import density as density
+from ppl.gen import init_params as init_params
+from ppl.gen import sim as sim
 
 __version__ = "0.1.0"
 
@@ -49,4 +54,9 @@ __all__ = [
     "leave_one_out",
     "default_strategy",
     "score",
+    "Trace",
+    "sim",
+    "density",
+    "init_params",
+    "constrain",
 ]

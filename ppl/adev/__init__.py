@@ -2,6 +2,7 @@
 
 from ppl.adev._expectation import Expectation as Expectation
 from ppl.adev._expectation import expectation as expectation
+from ppl.adev._primitives import SiteInfo as SiteInfo
 from ppl.adev._primitives import add_cost as add_cost
 from ppl.adev._primitives import particles as particles
 from ppl.adev._primitives import sample as sample
@@ -24,6 +25,7 @@ from ppl.adev._strategies import reparam as reparam
 from ppl.adev._strategies import score as score
 
 __all__ = [
+    "SiteInfo",
     "Expectation",
     "expectation",
     "sample",

@@ -1,0 +1,9 @@
+"""NumPyro programs inside expectations: sim, density, Trace and parameters."""
+
+from ppl.gen._params import constrain as constrain
+from ppl.gen._params import init_params as init_params
+from ppl.gen._program import Trace as Trace
+from ppl.gen._program import density as density
+from ppl.gen._program import sim as sim
+
+__all__ = ["Trace", "sim", "density", "init_params", "constrain"]

@@ -1,0 +1,59 @@
+"""Starting values of a program's ``numpyro.param`` sites."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+
+__all__ = ["init_params", "constrain"]
+
+
+def init_params(key: jax.Array, program: Callable, *args: Any, **kwargs: Any) -> dict:
+    """The initial values of ``program``'s ``numpyro.param`` sites, unconstrained.
+
+    Runs ``program`` once (seeded with ``key``) and collects every ``numpyro.param``
+    site: its ``init_value`` mapped to unconstrained space with
+    ``biject_to(constraint).inv``. For NumPyro autoguides this also sets up the guide
+    (its prototype trace of the model), so that it can then run inside an expectation.
+
+    Args:
+        key: a PRNG key (autoguides draw their initial locations with it).
+        program: a NumPyro model or guide.
+        *args: its positional arguments.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        A dict from parameter name to unconstrained value, the ``params`` of
+        ``ppl.sim`` and ``ppl.density``.
+    """
+    with handlers.trace() as trace, handlers.seed(rng_seed=key):
+        program(*args, **kwargs)
+    params = {}
+    for name, site in trace.items():
+        if site["type"] != "param":
+            continue
+        constraint = site["kwargs"].get("constraint", constraints.real)
+        value = site["value"]
+        params[name] = value if constraint is constraints.real else biject_to(constraint).inv(value)
+    return params
+
+
+def constrain(program: Callable, params: dict, *args: Any, **kwargs: Any) -> dict:
+    """Map unconstrained ``params`` of ``program`` to their constrained values.
+
+    Runs ``program`` once to read the constraint of each ``numpyro.param`` site.
+    """
+    with handlers.trace() as trace, handlers.seed(rng_seed=0):
+        program(*args, **kwargs)
+    out = dict(params)
+    for name, site in trace.items():
+        if site["type"] == "param" and name in params:
+            constraint = site["kwargs"].get("constraint", constraints.real)
+            if constraint is not constraints.real:
+                out[name] = biject_to(constraint)(params[name])
+    return out

@@ -1,0 +1,366 @@
+"""NumPyro programs inside expectations: ``sim``, ``density`` and their ``Trace``.
+
+``sim`` runs a NumPyro model or guide with every latent ``numpyro.sample`` turned into a
+``ppl.sample`` site (with its strategy), ``numpyro.param`` read from an explicit
+parameter pytree and ``numpyro.prng_key()`` (plate subsampling) drawn through ppl.
+``density`` runs it with the latent values given and returns the log joint density.
+Both compute ``Σ_sites scale · log p(value)`` exactly as NumPyro's ``log_density``
+(plates, masks, ``numpyro.factor`` and subsample scaling included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+from numpyro.primitives import Messenger
+
+from ppl.adev import (
+    Draw,
+    LocalStrategy,
+    Reparam,
+    SiteInfo,
+    Strategy,
+    default_strategy,
+    sample,
+)
+
+__all__ = ["Trace", "sim", "density", "param_value"]
+
+
+class Trace(eqx.Module):
+    """The result of running a program with ``ppl.sim``.
+
+    Attributes:
+        choices: latent site name -> value (observed and auxiliary sites excluded),
+            and for each subsampled plate its indices, so that ``ppl.density`` of the
+            model scores the same minibatch (as NumPyro's ``replay`` does).
+        log_density: ``log q(choices)`` (with auxiliary sites: their joint density).
+        retval: the program's return value.
+        auxiliary: auxiliary site name -> value (``infer={"is_auxiliary": True}``, for
+            example the packed latent of NumPyro's ``AutoContinuous`` guides).
+    """
+
+    choices: dict
+    log_density: jax.Array
+    retval: Any
+    auxiliary: dict
+
+
+def _program_name(program) -> str:
+    return getattr(program, "__name__", type(program).__name__)
+
+
+def param_value(params: Any, name: str, msg: dict, program) -> jax.Array:
+    """The constrained value of the ``numpyro.param`` site ``name`` from ``params``.
+
+    ``params`` holds unconstrained values (as NumPyro's SVI does): a site declared with
+    ``constraint=c`` gets ``biject_to(c)(params[name])``.
+    """
+    if isinstance(params, Mapping):
+        found = name in params
+        raw = params[name] if found else None
+    else:
+        found = hasattr(params, name)
+        raw = getattr(params, name) if found else None
+    if not found:
+        available = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+        raise ValueError(
+            f"parameter '{name}' of {_program_name(program)} is missing from params "
+            f"(it has {available}). Pass params with an entry '{name}', for example "
+            f"from ppl.init_params(key, program, *args)."
+        )
+    constraint = msg["kwargs"].get("constraint", constraints.real)
+    if constraint is constraints.real:
+        return raw
+    return biject_to(constraint)(raw)
+
+
+class _KeySource(dist.Distribution):
+    """A distribution over raw PRNG keys with a constant density.
+
+    ``anchor`` (ignored when sampling) is the pytree of arrays the key is for: under
+    ``jax.vmap`` the site is batched, and each lane gets its own key, exactly when
+    those arrays are batched.
+    """
+
+    support = constraints.real_vector
+    pytree_data_fields = ("anchor",)
+
+    def __init__(self, anchor=()):
+        self.anchor = anchor
+        super().__init__(batch_shape=(), event_shape=(2,))
+
+    def sample(self, key, sample_shape=()):
+        return jax.random.bits(key, (*sample_shape, 2), jnp.uint32)
+
+    def log_prob(self, value):
+        return jnp.zeros(jnp.shape(value)[:-1])
+
+
+class _Constant(LocalStrategy):
+    """For sites whose distribution does not depend on parameters: no gradient."""
+
+    def draw(self, key, distribution):
+        return Draw(jax.lax.stop_gradient(distribution.sample(key)))
+
+
+def _key(anchor=(), name: str = "prng_key") -> jax.Array:
+    """A fresh raw PRNG key drawn through ppl (numpyro.prng_key, subsampling, rsample)."""
+    return sample(_KeySource(anchor), _Constant(), name=name)
+
+
+def _site_info(site: dict) -> SiteInfo:
+    return SiteInfo(site["name"], "", type(site["fn"]).__name__)
+
+
+def _subsampled(site: dict) -> bool:
+    size, subsample_size = site["args"]
+    return subsample_size is not None and subsample_size != size
+
+
+def _strategy_of(msg: dict, strategies: Mapping | None) -> Strategy:
+    name = msg["name"]
+    if strategies is not None and name in strategies:
+        return strategies[name]
+    chosen = (msg.get("infer") or {}).get("strategy")
+    if chosen is not None:
+        return chosen
+    return default_strategy(msg["fn"])
+
+
+class _Simulate(Messenger):
+    """Turn latent sample sites into ``ppl.sample`` sites; fill params and keys."""
+
+    def __init__(self, fn, params, strategies, program):
+        self.params = params
+        self.strategies = strategies
+        self.program = program
+        super().__init__(fn)
+
+    def _draw(self, site):
+        fn = site["fn"]
+        shape = site["kwargs"].get("sample_shape", ())
+        if shape:
+            fn = fn.expand(tuple(shape) + fn.batch_shape)
+        strategy = _strategy_of(site, self.strategies)
+        if type(strategy) is Reparam:
+            # A pathwise draw needs no rewriting: draw it in place from a ppl key. This
+            # also covers distributions whose pytree hides arrays (NumPyro's IAF flows).
+            Reparam().check(fn, _site_info(site))
+            key = _key(jax.tree.leaves(fn), name=f"{site['name']}/key")
+            return fn.rsample(jax.random.wrap_key_data(key))
+        return sample(fn, strategy, name=site["name"])
+
+    def process_message(self, msg):
+        kind = msg["type"]
+        if kind == "param":
+            msg["value"] = param_value(self.params, msg["name"], msg, self.program)
+        elif kind == "prng_key":
+            msg["value"] = _key()
+        elif kind == "sample" and not msg["is_observed"] and msg["value"] is None:
+            msg["value"] = self._draw(msg)
+        elif kind == "plate" and msg["value"] is None:  # subsampling draws its indices
+            msg["kwargs"]["rng_key"] = _key()
+        elif kind == "control_flow":  # numpyro.contrib.control_flow.scan / cond bodies
+            msg["kwargs"]["substitute_stack"].append(("substitute", self._substitute))
+
+    def _substitute(self, site):
+        if site["is_observed"]:
+            return None
+        return self._draw(site)
+
+
+def _site_log_prob(site: dict) -> jax.Array:
+    fn, value = site["fn"], site["value"]
+    intermediates = site.get("intermediates")
+    log_prob = fn.log_prob(value, intermediates) if intermediates else fn.log_prob(value)
+    if site.get("scale") is not None:
+        log_prob = site["scale"] * log_prob
+    return jnp.sum(log_prob)
+
+
+def _log_density(trace: dict) -> jax.Array:
+    total = jnp.zeros(())
+    for site in trace.values():
+        if site["type"] == "sample":
+            total = total + _site_log_prob(site)
+    return total
+
+
+def _is_auxiliary(site: dict) -> bool:
+    return bool((site.get("infer") or {}).get("is_auxiliary", False))
+
+
+def sim(
+    program: Callable,
+    *args: Any,
+    params: Any = None,
+    strategies: Mapping[str, Strategy] | None = None,
+    **kwargs: Any,
+) -> Trace:
+    """Run a NumPyro program inside an expectation.
+
+    Each latent ``numpyro.sample`` becomes a ``ppl.sample`` site whose strategy comes,
+    in order, from ``strategies[name]``, the site's ``infer={"strategy": ...}``, or the
+    default policy (``reparam`` where the distribution has ``rsample``, otherwise
+    ``reinforce``: discrete sites never silently get a pathwise gradient).
+
+    Args:
+        program: a NumPyro model or guide (a function, or a callable such as an
+            autoguide).
+        *args: its positional arguments.
+        params: the values of its ``numpyro.param`` sites, unconstrained (a dict by
+            name, or an object with those attributes such as an equinox module).
+        strategies: site name -> strategy, overriding the site's own choice.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        A `Trace` with the latent choices, ``log q(choices)`` and the return value.
+    """
+    runner = _Simulate(program, params, strategies, program)
+    with handlers.trace() as trace:
+        retval = runner(*args, **kwargs)
+    _check_strategies(strategies, trace, program)
+    choices = {
+        name: site["value"]
+        for name, site in trace.items()
+        if site["type"] == "sample" and not site["is_observed"] and not _is_auxiliary(site)
+    }
+    choices.update(
+        (name, site["value"])
+        for name, site in trace.items()
+        if site["type"] == "plate" and _subsampled(site)
+    )
+    auxiliary = {
+        name: site["value"]
+        for name, site in trace.items()
+        if site["type"] == "sample" and not site["is_observed"] and _is_auxiliary(site)
+    }
+    return Trace(choices, _log_density(trace), retval, auxiliary)
+
+
+def _check_strategies(strategies, trace, program):
+    if not strategies:
+        return
+    unknown = sorted(set(strategies) - {n for n, s in trace.items() if s["type"] == "sample"})
+    if unknown:
+        raise ValueError(
+            f"strategies were given for {unknown}, which are not sample sites of "
+            f"{_program_name(program)} (its sites: "
+            f"{sorted(n for n, s in trace.items() if s['type'] == 'sample')})."
+        )
+
+
+class _Score(Messenger):
+    """Put the given choices at latent sites; fill params; check names and shapes."""
+
+    def __init__(self, fn, choices, params, program):
+        self.choices = choices
+        self.params = params
+        self.program = program
+        self.used: set = set()
+        super().__init__(fn)
+
+    def _value(self, site):
+        name = site["name"]
+        if name not in self.choices:
+            raise ValueError(
+                f"latent site '{name}' ({type(site['fn']).__name__}) of "
+                f"{_program_name(self.program)} has no value in choices (choices has "
+                f"{sorted(self.choices)}). Give it a value, observe it with obs=, or "
+                f"make the guide sample a site named '{name}'."
+            )
+        self.used.add(name)
+        with jax.ensure_compile_time_eval():  # keep a constant value concrete
+            value = jnp.asarray(self.choices[name])
+        fn = site["fn"]
+        expected = tuple(site["kwargs"].get("sample_shape", ())) + fn.shape()
+        if value.shape != expected:
+            raise ValueError(
+                f"site '{name}' ({type(fn).__name__}) of {_program_name(self.program)} "
+                f"expects a value of shape {expected}, got {value.shape}. Check the "
+                f"guide's site '{name}' (plates and event dimensions must match the model)."
+            )
+        return _check_support(value, fn, name)
+
+    def process_message(self, msg):
+        kind = msg["type"]
+        if kind == "param":
+            msg["value"] = param_value(self.params, msg["name"], msg, self.program)
+        elif kind == "prng_key":
+            msg["value"] = _key()
+        elif kind == "sample" and not msg["is_observed"] and msg["value"] is None:
+            msg["value"] = self._value(msg)
+        elif kind == "plate" and msg["value"] is None:
+            if msg["name"] in self.choices:  # the guide's subsample, as NumPyro's replay
+                msg["value"] = jnp.asarray(self.choices[msg["name"]])
+                self.used.add(msg["name"])
+            else:
+                msg["kwargs"]["rng_key"] = _key()
+        elif kind == "control_flow":
+            msg["kwargs"]["substitute_stack"].append(("substitute", dict(self.choices)))
+            self.used.update(self.choices)  # values inside scan are matched by numpyro
+
+
+def _check_support(value: jax.Array, fn: Any, name: str) -> jax.Array:
+    support = fn.support
+    if isinstance(support, constraints._Real) or not jnp.issubdtype(value.dtype, jnp.number):
+        return value
+    with jax.ensure_compile_time_eval():  # a concrete value is checked while tracing
+        ok = jnp.all(support(value))
+    message = (
+        f"the value of site '{name}' lies outside the support of "
+        f"{type(fn).__name__} ({support}); the guide must draw it from a distribution "
+        f"with the same support (use a constrained distribution or a transform)."
+    )
+    if not isinstance(ok, jax.core.Tracer):
+        if not bool(ok):
+            raise ValueError(message)
+        return value
+    return eqx.error_if(value, jnp.logical_not(ok), message)
+
+
+def density(
+    program: Callable,
+    choices: Mapping[str, Any],
+    *args: Any,
+    params: Any = None,
+    **kwargs: Any,
+) -> jax.Array:
+    """The log joint density of ``program`` at ``choices`` (observed sites included).
+
+    Args:
+        program: a NumPyro model (or guide).
+        choices: latent site name -> value, for every latent site of the program.
+        *args: the program's positional arguments.
+        params: values of its ``numpyro.param`` sites (unconstrained), as in `sim`.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        ``Σ_sites scale · log p(value)``, a scalar.
+
+    Raises:
+        ValueError: naming the site, when a latent site has no value, a choice is not a
+            site of the program, a value has the wrong shape or lies outside the
+            support, or a parameter is missing.
+    """
+    scorer = _Score(program, choices, params, program)
+    with handlers.trace() as trace:
+        scorer(*args, **kwargs)
+    extra = sorted(set(choices) - scorer.used)
+    if extra:
+        sites = sorted(n for n, s in trace.items() if s["type"] == "sample")
+        raise ValueError(
+            f"choices {extra} are not sample sites of {_program_name(program)} (its "
+            f"sites: {sites}). A guide may only sample sites the model has; mark helper "
+            f"sites of the guide with infer={{'is_auxiliary': True}}."
+        )
+    return _log_density(trace)
