@@ -2,6 +2,7 @@
 
 from ppl.adev import MVD as MVD
 from ppl.adev import Baseline as Baseline
+from ppl.adev import Detached as Detached
 from ppl.adev import Draw as Draw
 from ppl.adev import Enum as Enum
 from ppl.adev import Expectation as Expectation
@@ -13,6 +14,7 @@ from ppl.adev import Strategy as Strategy
 from ppl.adev import add_cost as add_cost
 from ppl.adev import baseline as baseline
 from ppl.adev import default_strategy as default_strategy
+from ppl.adev import detached as detached
 from ppl.adev import enum as enum
 from ppl.adev import expectation as expectation
 from ppl.adev import leave_one_out as leave_one_out
@@ -27,6 +29,11 @@ from ppl.gen import constrain as constrain
 from ppl.gen import density as density
 from ppl.gen import init_params as init_params
 from ppl.gen import sim as sim
+from ppl.vi import Marginal as Marginal
+from ppl.vi import Normalize as Normalize
+from ppl.vi import marginal as marginal
+from ppl.vi import normalize as normalize
+from ppl.vi import objectives as objectives
 
 __version__ = "0.1.0"
 
@@ -46,6 +53,8 @@ __all__ = [
     "Enum",
     "MVD",
     "LeaveOneOut",
+    "Detached",
+    "detached",
     "reparam",
     "reinforce",
     "baseline",
@@ -59,4 +68,9 @@ __all__ = [
     "density",
     "init_params",
     "constrain",
+    "Marginal",
+    "Normalize",
+    "marginal",
+    "normalize",
+    "objectives",
 ]

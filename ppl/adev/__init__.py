@@ -8,6 +8,7 @@ from ppl.adev._primitives import particles as particles
 from ppl.adev._primitives import sample as sample
 from ppl.adev._strategies import MVD as MVD
 from ppl.adev._strategies import Baseline as Baseline
+from ppl.adev._strategies import Detached as Detached
 from ppl.adev._strategies import Draw as Draw
 from ppl.adev._strategies import Enum as Enum
 from ppl.adev._strategies import LeaveOneOut as LeaveOneOut
@@ -17,6 +18,7 @@ from ppl.adev._strategies import Reparam as Reparam
 from ppl.adev._strategies import Strategy as Strategy
 from ppl.adev._strategies import baseline as baseline
 from ppl.adev._strategies import default_strategy as default_strategy
+from ppl.adev._strategies import detached as detached
 from ppl.adev._strategies import enum as enum
 from ppl.adev._strategies import leave_one_out as leave_one_out
 from ppl.adev._strategies import mvd as mvd
@@ -40,6 +42,8 @@ __all__ = [
     "Enum",
     "MVD",
     "LeaveOneOut",
+    "Detached",
+    "detached",
     "reparam",
     "reinforce",
     "baseline",

@@ -40,6 +40,8 @@ __all__ = [
     "Enum",
     "MVD",
     "LeaveOneOut",
+    "Detached",
+    "detached",
     "reparam",
     "reinforce",
     "enum",
@@ -400,7 +402,21 @@ class LeaveOneOut(Strategy):
         return jnp.mean(fs + (sg(fs) - others) * scores)
 
 
+class Detached(LocalStrategy):
+    """No gradient estimator: the value is drawn and then treated as data.
+
+    ``x = sg(sample)`` and no score term: the site contributes nothing to the gradient.
+    Correct only where the distribution does not depend on differentiated values, or
+    where the objective adds the site's score terms itself (as VIMCO does with
+    ``Trace.log_density``); resampling indices of SIR use it.
+    """
+
+    def draw(self, key, distribution):
+        return Draw(sg(distribution.sample(key)))
+
+
 reparam = Reparam()
+detached = Detached()
 reinforce = Reinforce()
 enum = Enum()
 mvd = MVD()

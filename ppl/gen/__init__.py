@@ -2,8 +2,10 @@
 
 from ppl.gen._params import constrain as constrain
 from ppl.gen._params import init_params as init_params
+from ppl.gen._program import Family as Family
 from ppl.gen._program import Trace as Trace
 from ppl.gen._program import density as density
 from ppl.gen._program import sim as sim
+from ppl.gen._program import site_log_densities as site_log_densities
 
-__all__ = ["Trace", "sim", "density", "init_params", "constrain"]
+__all__ = ["Trace", "Family", "sim", "density", "site_log_densities", "init_params", "constrain"]

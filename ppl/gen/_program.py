@@ -32,7 +32,7 @@ from ppl.adev import (
     sample,
 )
 
-__all__ = ["Trace", "sim", "density", "param_value"]
+__all__ = ["Trace", "Family", "sim", "density", "param_value", "site_log_densities"]
 
 
 class Trace(eqx.Module):
@@ -52,6 +52,24 @@ class Trace(eqx.Module):
     log_density: jax.Array
     retval: Any
     auxiliary: dict
+
+
+class Family:
+    """Base class of program-like objects built from programs (``ppl.marginal``, ...).
+
+    ``ppl.sim`` and ``ppl.density`` call `simulate` and `log_density` of a `Family`
+    instead of running it as a NumPyro program.
+    """
+
+    def simulate(self, params: Any, strategies: Mapping | None, *args, **kwargs) -> Trace:
+        """Draw choices; return a `Trace` whose ``log_density`` is (an estimate of) the
+        log density of the choices, unbiased for its reciprocal where it is used as a
+        proposal."""
+        raise NotImplementedError
+
+    def log_density(self, choices: Mapping, params: Any, *args, **kwargs) -> jax.Array:
+        """(An estimate of) the log density of ``choices``, unbiased for the density."""
+        raise NotImplementedError
 
 
 def _program_name(program) -> str:
@@ -225,6 +243,8 @@ def sim(
     Returns:
         A `Trace` with the latent choices, ``log q(choices)`` and the return value.
     """
+    if isinstance(program, Family):
+        return program.simulate(params, strategies, *args, **kwargs)
     runner = _Simulate(program, params, strategies, program)
     with handlers.trace() as trace:
         retval = runner(*args, **kwargs)
@@ -352,6 +372,19 @@ def density(
             site of the program, a value has the wrong shape or lies outside the
             support, or a parameter is missing.
     """
+    if isinstance(program, Family):
+        return program.log_density(choices, params, *args, **kwargs)
+    return jnp.sum(
+        jnp.stack(
+            list(site_log_densities(program, choices, *args, params=params, **kwargs).values())
+        )
+    )
+
+
+def site_log_densities(
+    program: Callable, choices: Mapping[str, Any], *args: Any, params: Any = None, **kwargs: Any
+) -> dict:
+    """Like `density`, but the log density of each sample site separately (a dict)."""
     scorer = _Score(program, choices, params, program)
     with handlers.trace() as trace:
         scorer(*args, **kwargs)
@@ -363,4 +396,5 @@ def density(
             f"sites: {sites}). A guide may only sample sites the model has; mark helper "
             f"sites of the guide with infer={{'is_auxiliary': True}}."
         )
-    return _log_density(trace)
+    out = {name: _site_log_prob(site) for name, site in trace.items() if site["type"] == "sample"}
+    return out or {"": jnp.zeros(())}

@@ -1,0 +1,9 @@
+"""Constructs, objectives, training and posterior export."""
+
+from ppl.vi import objectives as objectives
+from ppl.vi._constructs import Marginal as Marginal
+from ppl.vi._constructs import Normalize as Normalize
+from ppl.vi._constructs import marginal as marginal
+from ppl.vi._constructs import normalize as normalize
+
+__all__ = ["objectives", "Marginal", "Normalize", "marginal", "normalize"]

@@ -1,0 +1,166 @@
+"""Approximate marginalization and normalization (Becker et al., PLDI 2024, sec. 5).
+
+Both build a program-like `ppl.gen.Family` from NumPyro programs, so objectives use
+them exactly like a guide: ``ppl.sim(family, *args, params=...)`` and
+``ppl.density(family, choices, *args, params=...)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+from jax.scipy.special import logsumexp
+
+from ppl.adev import detached, particles, sample
+from ppl.gen import Family, Trace, density, sim, site_log_densities
+
+__all__ = ["Marginal", "Normalize", "marginal", "normalize"]
+
+sg = jax.lax.stop_gradient
+
+
+def _log_mean_exp(log_weights: jax.Array) -> jax.Array:
+    return logsumexp(log_weights) - math.log(log_weights.shape[0])
+
+
+class Marginal(Family):
+    """The marginal of ``program`` over the sites in ``keep`` (see `marginal`)."""
+
+    def __init__(self, program: Callable, keep: Sequence[str], inverse=None, particles: int = 1):
+        if particles < 1:
+            raise ValueError(f"marginal: particles must be >= 1, got {particles}.")
+        self.program = program
+        self.keep = tuple(keep)
+        self.inverse = inverse
+        self.num_particles = particles
+
+    def _split(self, choices: Mapping) -> tuple[dict, dict]:
+        missing = [k for k in self.keep if k not in choices]
+        if missing:
+            raise ValueError(
+                f"marginal: sites {missing} in keep= are not sampled by the program "
+                f"(it samples {sorted(choices)})."
+            )
+        kept = {k: choices[k] for k in self.keep}
+        return kept, {k: v for k, v in choices.items() if k not in self.keep}
+
+    def _log_weight(self, kept, others, params, args, kwargs):
+        """log q(kept, u) - log r(u | kept): importance weight of one auxiliary draw."""
+        if self.inverse is None:  # r = the program's own distribution of u
+            sites = site_log_densities(
+                self.program, {**kept, **others}, *args, params=params, **kwargs
+            )
+            return sum(sites[k] for k in self.keep)
+        log_joint = density(self.program, {**kept, **others}, *args, params=params, **kwargs)
+        return log_joint - density(self.inverse, others, kept, *args, params=params)
+
+    def _propose(self, kept, params, strategies, args, kwargs) -> dict:
+        if self.inverse is None:
+            return self._split(
+                sim(self.program, *args, params=params, strategies=strategies, **kwargs).choices
+            )[1]
+        return sim(self.inverse, kept, *args, params=params, strategies=strategies).choices
+
+    def _fresh_weights(self, kept, params, strategies, args, kwargs, count):
+        def one():
+            others = self._propose(kept, params, strategies, args, kwargs)
+            return self._log_weight(kept, others, params, args, kwargs)
+
+        return particles(one, count)()
+
+    def simulate(self, params, strategies, *args, **kwargs) -> Trace:
+        trace = sim(self.program, *args, params=params, strategies=strategies, **kwargs)
+        kept, others = self._split(trace.choices)
+        log_weights = self._log_weight(kept, others, params, args, kwargs)[None]
+        if self.num_particles > 1:
+            fresh = self._fresh_weights(
+                kept, params, strategies, args, kwargs, self.num_particles - 1
+            )
+            log_weights = jnp.concatenate([log_weights, fresh])
+        return Trace(kept, _log_mean_exp(log_weights), trace.retval, {**trace.auxiliary, **others})
+
+    def log_density(self, choices, params, *args, **kwargs) -> jax.Array:
+        kept, extra = self._split(choices)
+        if extra:
+            raise ValueError(
+                f"marginal: choices {sorted(extra)} are not in keep={list(self.keep)}."
+            )
+        log_weights = self._fresh_weights(kept, params, None, args, kwargs, self.num_particles)
+        return _log_mean_exp(log_weights)
+
+
+def marginal(
+    program: Callable, keep: Sequence[str], *, inverse: Callable | None = None, particles: int = 1
+) -> Marginal:
+    """The marginal of ``program`` over the sites in ``keep``, by importance sampling.
+
+    ``program`` samples the kept sites ``z`` and auxiliary sites ``u``; the marginal
+    density ``q(z) = ∫ q(z, u) du`` is estimated with ``particles`` draws
+    ``u_i ~ r(u | z)`` and weights ``w_i = q(z, u_i) / r(u_i | z)``, where ``r`` is
+    ``inverse(z, *args)`` (a NumPyro program sampling the ``u`` sites) or, without
+    ``inverse``, the program's own distribution of ``u`` (then ``w_i = q(z | u_i)``;
+    this needs the kept sites to come after the others in the program).
+
+    * ``ppl.density(marginal, {z}, ...)`` is ``log (1/N) Σ_i w_i``: an unbiased
+      estimate of ``q(z)`` in the exponent.
+    * ``ppl.sim(marginal, ...)`` draws ``(z, u_1) ~ q`` jointly and returns ``z`` with
+      ``log_density = log (1/N) Σ_i w_i`` where ``u_2..u_N ~ r``: the reciprocal of its
+      exponent is an unbiased estimate of ``1/q(z)`` (conditional importance sampling),
+      so objectives that subtract it stay lower bounds.
+
+    With one particle this is hierarchical VI (Ranganath et al. 2016, HVI); with
+    ``particles=m`` the importance-weighted HVI of Sobolev & Vetrov (2019, IWHVI, eq. 9).
+    Becker et al. (PLDI 2024) call this construct ``marginal``.
+    """
+    return Marginal(program, keep, inverse, particles)
+
+
+class Normalize(Family):
+    """Sampling-importance-resampling approximation of a posterior (see `normalize`)."""
+
+    def __init__(self, target: Callable, proposal: Callable, particles: int):
+        if particles < 1:
+            raise ValueError(f"normalize: particles must be >= 1, got {particles}.")
+        self.target = target
+        self.proposal = proposal
+        self.num_particles = particles
+
+    def _particles(self, params, strategies, args, kwargs):
+        def one():
+            trace = sim(self.proposal, *args, params=params, strategies=strategies, **kwargs)
+            log_p = density(self.target, trace.choices, *args, params=params, **kwargs)
+            return trace.choices, log_p - trace.log_density
+
+        return particles(one, self.num_particles)()
+
+    def simulate(self, params, strategies, *args, **kwargs) -> Trace:
+        choices, log_weights = self._particles(params, strategies, args, kwargs)
+        index = sample(dist.Categorical(logits=sg(log_weights)), detached, name="resample")
+        chosen = jax.tree.map(lambda c: sg(c[index]), choices)
+        log_z = _log_mean_exp(log_weights)
+        log_p = density(self.target, chosen, *args, params=params, **kwargs)
+        return Trace(chosen, log_p - log_z, None, {})
+
+    def log_density(self, choices, params, *args, **kwargs) -> jax.Array:
+        raise TypeError(
+            "normalize: the density of a resampled particle is not available; use "
+            "ppl.sim(normalize(...)) (its log_density is log p(x, z) - log Ẑ)."
+        )
+
+
+def normalize(target: Callable, proposal: Callable, *, particles: int) -> Normalize:
+    """A sampling-importance-resampling approximation of ``target``'s posterior.
+
+    Draws ``z_1..z_N`` from ``proposal``, weights ``w_i = p(x, z_i) / q(z_i)`` with
+    ``target`` the model (observations fixed by ``obs=``), and resamples one ``z`` in
+    proportion to ``w`` (Rubin 1988). ``ppl.sim(normalize(...))`` returns that ``z``
+    (without gradient) with ``log_density = log p(x, z) - log Ẑ``, ``Ẑ = (1/N) Σ w_i``:
+    an ELBO with this proposal equals IWAE with ``N`` particles. Used by reweighted
+    wake-sleep (Bornschein & Bengio 2015) and as the inner level of nested objectives
+    (Becker et al., PLDI 2024).
+    """
+    return Normalize(target, proposal, particles)

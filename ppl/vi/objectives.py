@@ -1,0 +1,268 @@
+"""The objective library: each objective is a few lines on the public constructs.
+
+Every function takes a ``model`` and a ``guide`` (NumPyro programs, or families built
+with ``ppl.marginal`` / ``ppl.normalize``) and returns a `ppl.Expectation` of
+``(params, *args)`` to be **maximized**. ``params`` is one pytree shared by model and
+guide, as in NumPyro's SVI: each program reads its own ``numpyro.param`` names.
+``strategies`` (site name -> strategy) is passed to the guide's ``ppl.sim``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from ppl.adev import Expectation, Reparam, detached, expectation, particles
+from ppl.gen import density, sim
+from ppl.vi._constructs import marginal, normalize
+
+__all__ = [
+    "log_weights",
+    "elbo",
+    "iwae",
+    "hvi",
+    "iwhvi",
+    "diwhvi",
+    "wake_p",
+    "wake_q",
+    "vimco",
+    "renyi",
+    "dreg",
+]
+
+sg = jax.lax.stop_gradient
+
+
+def log_weights(model, guide, params, *args, num_particles: int = 1, strategies=None):
+    """``log p(x, z_k) - log q(z_k)`` for ``num_particles`` independent draws from the guide.
+
+    The helper every particle objective shares; returns an array ``(num_particles,)``.
+    """
+
+    def one():
+        trace = sim(guide, *args, params=params, strategies=strategies)
+        return density(model, trace.choices, *args, params=params) - trace.log_density
+
+    return particles(one, num_particles)()
+
+
+def _log_mean_exp(x: jax.Array) -> jax.Array:
+    return logsumexp(x) - math.log(x.shape[0])
+
+
+def elbo(model, guide, *, num_particles: int = 1, strategies: Mapping | None = None) -> Expectation:
+    """The evidence lower bound, ``E_{z ~ q}[log p(x, z) - log q(z)]``.
+
+    Averaged over ``num_particles`` draws (Jordan et al. 1999; Kingma & Welling 2014,
+    eq. 3). Each site's gradient comes from its strategy.
+    """
+
+    @expectation
+    def objective(params, *args):
+        return jnp.mean(
+            log_weights(
+                model, guide, params, *args, num_particles=num_particles, strategies=strategies
+            )
+        )
+
+    return objective
+
+
+def iwae(model, guide, *, num_particles: int, strategies: Mapping | None = None) -> Expectation:
+    """The importance-weighted bound, ``E[log (1/K) Σ_k p(x, z_k) / q(z_k)]``.
+
+    ``z_1..z_K ~ q`` independently (Burda et al. 2016, eq. 8). ``K = 1`` is the ELBO.
+    """
+
+    @expectation
+    def objective(params, *args):
+        return _log_mean_exp(
+            log_weights(
+                model, guide, params, *args, num_particles=num_particles, strategies=strategies
+            )
+        )
+
+    return objective
+
+
+def hvi(model, family, keep, *, inverse=None, strategies=None) -> Expectation:
+    """Hierarchical VI: the ELBO with the guide ``marginal(family, keep)``, 1 particle.
+
+    ``E[log p(x, z) + log r(u | z) - log q(z, u)]`` (Ranganath et al. 2016, eq. 4).
+    """
+    return elbo(model, marginal(family, keep, inverse=inverse, particles=1), strategies=strategies)
+
+
+def iwhvi(
+    model, family, keep, *, inner_particles: int = 5, inverse=None, strategies=None
+) -> Expectation:
+    """Importance-weighted HVI: the ELBO with an ``inner_particles`` marginal.
+
+    ``E[log p(x, z) - log (1/m) Σ_i q(z, u_i) / r(u_i | z)]``, ``u_1 ~ q(u | z)``
+    (Sobolev & Vetrov 2019, eq. 9).
+    """
+    guide = marginal(family, keep, inverse=inverse, particles=inner_particles)
+    return elbo(model, guide, strategies=strategies)
+
+
+def diwhvi(
+    model,
+    family,
+    keep,
+    *,
+    num_particles: int = 5,
+    inner_particles: int = 5,
+    inverse=None,
+    strategies=None,
+) -> Expectation:
+    """Doubly importance-weighted HVI: IWAE with ``num_particles`` over an IWHVI marginal.
+
+    (Sobolev & Vetrov 2019, sec. 4; Becker et al. 2024, Table 4's DIWHVI.)
+    """
+    guide = marginal(family, keep, inverse=inverse, particles=inner_particles)
+    return iwae(model, guide, num_particles=num_particles, strategies=strategies)
+
+
+def wake_p(model, guide, *, num_particles: int, strategies=None) -> Expectation:
+    """Reweighted wake-sleep, wake phase for the model: ``E[log p(x, z)]``, ``z ~ SIR``.
+
+    ``z`` is resampled from ``num_particles`` guide draws (``ppl.normalize``) and
+    carries no gradient, so only the model's parameters move (Bornschein & Bengio
+    2015, eq. 5).
+    """
+
+    @expectation
+    def objective(params, *args):
+        trace = sim(
+            normalize(model, guide, particles=num_particles),
+            *args,
+            params=params,
+            strategies=strategies,
+        )
+        return density(model, trace.choices, *args, params=params)
+
+    return objective
+
+
+def wake_q(model, guide, *, num_particles: int, strategies=None) -> Expectation:
+    """Reweighted wake-sleep, wake phase for the guide: ``E[log q(z)]``, ``z ~ SIR``.
+
+    Maximizing it moves the guide toward the SIR approximation of the posterior
+    (Bornschein & Bengio 2015, eq. 9; Le et al. 2019).
+    """
+
+    @expectation
+    def objective(params, *args):
+        trace = sim(
+            normalize(model, guide, particles=num_particles),
+            *args,
+            params=params,
+            strategies=strategies,
+        )
+        return density(guide, trace.choices, *args, params=params)
+
+    return objective
+
+
+def vimco(model, guide, *, num_particles: int) -> Expectation:
+    """IWAE with VIMCO's leave-one-out score-function gradient for every guide site.
+
+    ``L = log (1/K) Σ_k w_k``; the gradient is ``∇L|_z + Σ_k (L - L_{-k}) ∇log q(z_k)``
+    with ``L_{-k}`` the bound with ``log w_k`` replaced by the mean of the others
+    (Mnih & Rezende 2016, eqs. 8-10). Every guide site is drawn without an estimator
+    of its own (``ppl.detached``); the objective adds the scores.
+    """
+    if num_particles < 2:
+        raise ValueError("vimco needs num_particles >= 2.")
+
+    @expectation
+    def objective(params, *args):
+        def one():
+            trace = sim(guide, *args, params=params, strategies=_Every(detached))
+            return density(
+                model, trace.choices, *args, params=params
+            ) - trace.log_density, trace.log_density
+
+        log_w, log_q = particles(one, num_particles)()
+        k = num_particles
+        bound = _log_mean_exp(log_w)
+        others = (jnp.sum(log_w) - log_w) / (k - 1)
+        replaced = log_w[None, :] * (1 - jnp.eye(k)) + jnp.diag(others)
+        leave_out = jax.vmap(_log_mean_exp)(replaced)
+        return bound + jnp.sum(sg(bound - leave_out) * (log_q - sg(log_q)))
+
+    return objective
+
+
+class _Every(Mapping):
+    """A strategy map that gives every site the same strategy."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    def __getitem__(self, name):
+        return self.strategy
+
+    def __contains__(self, name):
+        return True
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 0
+
+
+def renyi(model, guide, *, alpha: float, num_particles: int, strategies=None) -> Expectation:
+    """The variational Rényi bound, ``E[1/(1-α) log (1/K) Σ_k w_k^{1-α}]``.
+
+    (Li & Turner 2016, eq. 13.) ``α = 0`` is IWAE; ``α → 1`` the ELBO.
+    """
+    if alpha == 1.0:
+        return elbo(model, guide, num_particles=num_particles, strategies=strategies)
+
+    @expectation
+    def objective(params, *args):
+        log_w = log_weights(
+            model, guide, params, *args, num_particles=num_particles, strategies=strategies
+        )
+        return _log_mean_exp((1.0 - alpha) * log_w) / (1.0 - alpha)
+
+    return objective
+
+
+def dreg(model, guide, *, num_particles: int) -> Expectation:
+    """IWAE with the doubly reparameterized gradient for the guide (Tucker et al. 2019).
+
+    Guide parameters get ``Σ_k w̃_k² ∂log w_k/∂z_k ∂z_k/∂φ`` (eq. 7, ``w̃`` the
+    normalized weights, the score term of ``log q`` dropped); model parameters get
+    IWAE's ``Σ_k w̃_k ∇_θ log p(x, z_k)``. Every guide site must be reparameterizable.
+    """
+
+    @expectation
+    def objective(params, *args):
+        def one():
+            trace = sim(guide, *args, params=params, strategies=_Every(Reparam()))
+            frozen = sg(params)
+            path = density(model, trace.choices, *args, params=frozen) - density(
+                guide, trace.choices, *args, params=frozen
+            )
+            choices = sg(trace.choices)
+            model_term = density(model, choices, *args, params=params)
+            return path, model_term
+
+        path, model_term = particles(one, num_particles)()
+        log_w = sg(path)
+        normalized = jax.nn.softmax(log_w)
+        value = _log_mean_exp(log_w)
+        return (
+            value
+            + jnp.sum(sg(normalized**2) * (path - sg(path)))
+            + jnp.sum(sg(normalized) * (model_term - sg(model_term)))
+        )
+
+    return objective
