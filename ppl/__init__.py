@@ -34,6 +34,7 @@ from ppl.vi import Normalize as Normalize
 from ppl.vi import marginal as marginal
 from ppl.vi import normalize as normalize
 from ppl.vi import objectives as objectives
+from ppl.vi import to_inference_data as to_inference_data
 
 __version__ = "0.1.0"
 
@@ -73,4 +74,5 @@ __all__ = [
     "marginal",
     "normalize",
     "objectives",
+    "to_inference_data",
 ]

@@ -5,5 +5,6 @@ from ppl.vi._constructs import Marginal as Marginal
 from ppl.vi._constructs import Normalize as Normalize
 from ppl.vi._constructs import marginal as marginal
 from ppl.vi._constructs import normalize as normalize
+from ppl.vi._posterior import to_inference_data as to_inference_data
 
-__all__ = ["objectives", "Marginal", "Normalize", "marginal", "normalize"]
+__all__ = ["objectives", "Marginal", "Normalize", "marginal", "normalize", "to_inference_data"]
