@@ -29,8 +29,10 @@ from ppl.gen import constrain as constrain
 from ppl.gen import density as density
 from ppl.gen import init_params as init_params
 from ppl.gen import sim as sim
+from ppl.vi import FitResult as FitResult
 from ppl.vi import Marginal as Marginal
 from ppl.vi import Normalize as Normalize
+from ppl.vi import fit as fit
 from ppl.vi import marginal as marginal
 from ppl.vi import normalize as normalize
 from ppl.vi import objectives as objectives
@@ -75,4 +77,6 @@ __all__ = [
     "normalize",
     "objectives",
     "to_inference_data",
+    "fit",
+    "FitResult",
 ]

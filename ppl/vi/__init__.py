@@ -5,6 +5,17 @@ from ppl.vi._constructs import Marginal as Marginal
 from ppl.vi._constructs import Normalize as Normalize
 from ppl.vi._constructs import marginal as marginal
 from ppl.vi._constructs import normalize as normalize
+from ppl.vi._fit import FitResult as FitResult
+from ppl.vi._fit import fit as fit
 from ppl.vi._posterior import to_inference_data as to_inference_data
 
-__all__ = ["objectives", "Marginal", "Normalize", "marginal", "normalize", "to_inference_data"]
+__all__ = [
+    "objectives",
+    "Marginal",
+    "Normalize",
+    "marginal",
+    "normalize",
+    "to_inference_data",
+    "fit",
+    "FitResult",
+]

@@ -1,0 +1,750 @@
+"""``ppl.fit``: a training loop for objectives written as expectations.
+
+Maximizes ``E[objective(params, *args)]`` with an optax optimizer: every step draws
+an unbiased gradient estimate (the mean of ``num_samples`` vmapped estimates,
+differentiated as one function, so no per-sample gradients are kept), steps run in
+jit-compiled ``lax.scan`` chunks, non-finite steps are skipped and reported with the
+parameter where they appeared, and runs can be checkpointed atomically and resumed
+with bitwise-identical results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.tree_util import keystr, tree_flatten_with_path
+from tqdm.auto import tqdm
+
+__all__ = ["FitResult", "fit"]
+
+_CHECKPOINT_NAME = "checkpoint.npz"
+_TEMP_PREFIX = ".checkpoint-"
+_TEMP_SUFFIX = ".npz.tmp"
+_FORMAT_VERSION = 1
+
+
+class FitResult(NamedTuple):
+    """What `fit` returns.
+
+    Attributes:
+        params: the fitted parameters, a pytree shaped like the ``params`` argument.
+        opt_state: the optax optimizer state after the last step.
+        history: the objective estimate at every step (a NumPy array of length
+            ``num_steps``; ``NaN`` or ``inf`` at skipped steps).
+        num_steps: the number of steps taken in total (including those of the run a
+            checkpoint was resumed from).
+        num_bad_steps: how many steps were skipped because the objective estimate or
+            its gradient was not finite.
+        bad_steps_report: a sentence naming the step and the parameter where the
+            first non-finite value appeared; the empty string if there was none.
+    """
+
+    params: Any
+    opt_state: Any
+    history: np.ndarray
+    num_steps: int
+    num_bad_steps: int
+    bad_steps_report: str
+
+    def plot(self, path: str | os.PathLike, *, window: int | None = None) -> str | os.PathLike:
+        """Save a PNG of the objective against the step, with a running mean.
+
+        Args:
+            path: where to write the image.
+            window: the number of steps in the trailing running mean (default: a
+                fiftieth of the run, at least 1). Skipped steps are left out of it.
+
+        Returns:
+            ``path``.
+
+        Raises:
+            ImportError: if matplotlib is not installed.
+            ValueError: if the history is empty or ``window < 1``.
+        """
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "FitResult.plot needs matplotlib: pip install matplotlib (or ppl[zoo])."
+            ) from err
+        history = np.asarray(self.history, dtype=float)
+        if history.size == 0:
+            raise ValueError("FitResult.plot: the history is empty (no steps were taken).")
+        window = max(1, history.size // 50) if window is None else window
+        if window < 1:
+            raise ValueError(f"FitResult.plot: window must be at least 1, got {window}.")
+        steps = np.arange(history.size)
+        finite = np.isfinite(history)
+        figure = Figure(figsize=(7.0, 4.0), layout="constrained")
+        FigureCanvasAgg(figure)  # an explicit Agg canvas: no pyplot, no global backend
+        axes = figure.add_subplot()
+        axes.plot(steps, history, lw=0.6, alpha=0.35, color="C0", label="estimate")
+        axes.plot(
+            steps,
+            _running_mean(history, window),
+            lw=1.6,
+            color="C1",
+            label=f"running mean ({window} steps)",
+        )
+        if finite.any():  # keep the first, far-off steps from flattening the rest
+            low, high = np.percentile(history[finite], [2.0, 100.0])
+            pad = 0.05 * (high - low) or 1.0
+            axes.set_ylim(low - pad, high + pad)
+        title = "objective"
+        if self.num_bad_steps:
+            title += f" ({self.num_bad_steps} non-finite steps skipped)"
+        axes.set(xlabel="step", ylabel="objective estimate", title=title)
+        axes.legend(loc="lower right")
+        figure.savefig(path, format="png", dpi=120)
+        return path
+
+
+def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    finite = np.isfinite(values)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+    counts = np.concatenate([[0.0], np.cumsum(finite)])
+    end = np.arange(1, values.size + 1)
+    start = np.maximum(end - window, 0)
+    count = counts[end] - counts[start]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (sums[end] - sums[start]) / count, np.nan)
+
+
+class _Config(NamedTuple):
+    """Everything static about the compiled step (hashed by `eqx.filter_jit`)."""
+
+    objective: Callable
+    optimizer: optax.GradientTransformation
+    num_samples: int
+    chunk_size: int
+    max_bad_steps: int
+    data_mode: str  # "none", "full", "minibatch" or "iterator"
+    batch_size: int
+    num_batches: int  # minibatches per epoch
+
+
+class _State(NamedTuple):
+    """The training state carried from step to step (and into checkpoints)."""
+
+    trainable: Any
+    opt_state: Any
+    step: jax.Array
+    num_bad: jax.Array
+    first_bad_step: jax.Array  # -1 until a step is skipped
+    first_bad_leaf: jax.Array  # index of the first non-finite gradient leaf; -1: the value
+    consecutive: jax.Array
+    run_start_step: jax.Array  # first step of the current run of consecutive bad steps
+    run_start_leaf: jax.Array
+    stopped: jax.Array
+
+
+_COUNTERS = (
+    "step",
+    "num_bad",
+    "first_bad_step",
+    "first_bad_leaf",
+    "consecutive",
+    "run_start_step",
+    "run_start_leaf",
+    "stopped",
+)
+
+
+def _initial_state(trainable: Any, opt_state: Any) -> _State:
+    counters = [jnp.asarray(value, jnp.int32) for value in (0, 0, -1, -1, 0, -1, -1)]
+    return _State(trainable, opt_state, *counters, stopped=jnp.asarray(False))
+
+
+def _nan() -> jax.Array:
+    return jnp.full((), jnp.nan, jnp.result_type(float))
+
+
+def _step(config, key_steps, state, static_params, objective_args):
+    """One guarded optimizer step; returns the new state and the objective estimate."""
+    step_key = jax.random.fold_in(key_steps, state.step)
+
+    def negated(trainable):
+        params = eqx.combine(trainable, static_params)
+        keys = jax.random.split(step_key, config.num_samples)
+        values = jax.vmap(lambda key: config.objective(key, params, *objective_args))(keys)
+        value = jnp.mean(values)
+        return -value, value
+
+    (_, value), grads = jax.value_and_grad(negated, has_aux=True)(state.trainable)
+    leaf_finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+    grads_finite = jnp.all(leaf_finite)
+    ok = grads_finite & jnp.isfinite(value)
+    bad_leaf = jnp.where(grads_finite, -1, jnp.argmin(leaf_finite)).astype(jnp.int32)
+
+    updates, new_opt_state = config.optimizer.update(grads, state.opt_state, state.trainable)
+    new_trainable = optax.apply_updates(state.trainable, updates)
+
+    def keep_if_bad(new, old):
+        return jnp.where(ok, new, old).astype(jnp.result_type(old))
+
+    consecutive = jnp.where(ok, 0, state.consecutive + 1)
+    run_begins = ~ok & (state.consecutive == 0)
+    first_ever = ~ok & (state.first_bad_step < 0)
+    new_state = _State(
+        trainable=jax.tree.map(keep_if_bad, new_trainable, state.trainable),
+        opt_state=jax.tree.map(keep_if_bad, new_opt_state, state.opt_state),
+        step=state.step + 1,
+        num_bad=state.num_bad + (~ok).astype(jnp.int32),
+        first_bad_step=jnp.where(first_ever, state.step, state.first_bad_step),
+        first_bad_leaf=jnp.where(first_ever, bad_leaf, state.first_bad_leaf),
+        consecutive=consecutive,
+        run_start_step=jnp.where(run_begins, state.step, state.run_start_step),
+        run_start_leaf=jnp.where(run_begins, bad_leaf, state.run_start_leaf),
+        stopped=consecutive >= config.max_bad_steps,
+    )
+    return new_state, value
+
+
+def _permutation(key_data, epoch, size):
+    return jax.random.permutation(jax.random.fold_in(key_data, epoch), size)
+
+
+@eqx.filter_jit
+def _run_chunk(config, key, state, num_active, static_params, data, args):
+    """Up to ``config.chunk_size`` steps in one ``lax.scan``; the first ``num_active`` run.
+
+    The scan always has ``chunk_size`` iterations (inactive ones are skipped by a
+    ``lax.cond``), so every chunk, wherever it starts, runs the same compiled program:
+    that is what makes interrupted-and-resumed runs bitwise identical.
+    """
+    key_steps, key_data = jax.random.split(key)
+    if config.data_mode == "minibatch":
+        size = jax.tree.leaves(data)[0].shape[0]
+        perm = _permutation(key_data, state.step // config.num_batches, size)
+    else:
+        perm = jnp.zeros((0,), jnp.int32)
+
+    def active_step(carry):
+        state, perm = carry
+        if config.data_mode == "minibatch":
+            epoch, index = jnp.divmod(state.step, config.num_batches)
+            perm = lax.cond(
+                index == 0,
+                lambda: _permutation(key_data, epoch, perm.shape[0]).astype(perm.dtype),
+                lambda: perm,
+            )
+            rows = lax.dynamic_slice_in_dim(perm, index * config.batch_size, config.batch_size)
+            batch = jax.tree.map(lambda leaf: jnp.take(leaf, rows, axis=0), data)
+            objective_args = (batch, *args)
+        elif config.data_mode == "full":
+            objective_args = (data, *args)
+        else:
+            objective_args = args
+        state, value = _step(config, key_steps, state, static_params, objective_args)
+        return (state, perm), value.astype(jnp.result_type(float))
+
+    def body(carry, index):
+        active = (index < num_active) & ~carry[0].stopped
+        return lax.cond(active, active_step, lambda c: (c, _nan()), carry)
+
+    (state, _), values = lax.scan(body, (state, perm), jnp.arange(config.chunk_size))
+    return state, values
+
+
+@eqx.filter_jit
+def _run_one(config, key, state, static_params, batch, args):
+    """One step on a batch from an iterator (``data_mode == "iterator"``)."""
+    key_steps, _ = jax.random.split(key)
+
+    def active_step(state):
+        state, value = _step(config, key_steps, state, static_params, (batch, *args))
+        return state, value.astype(jnp.result_type(float))
+
+    return lax.cond(state.stopped, lambda s: (s, _nan()), active_step, state)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_data(data: Any, batch_size: int | None) -> tuple[str, int, int]:
+    """Classify ``data``; returns ``(data_mode, batch_size, num_batches)``."""
+    if data is None:
+        if batch_size is not None:
+            raise ValueError("fit: batch_size was given but data is None; pass data=... too.")
+        return "none", 0, 0
+    leaves_with_paths = [] if isinstance(data, Iterator) else tree_flatten_with_path(data)[0]
+    is_array_tree = bool(leaves_with_paths) and all(
+        isinstance(leaf, np.ndarray | jax.Array) for _, leaf in leaves_with_paths
+    )
+    if not is_array_tree:
+        if isinstance(data, str | bytes) or not hasattr(data, "__iter__"):
+            raise TypeError(
+                f"fit: data must be a pytree of arrays with a common leading axis or an "
+                f"iterable of batches, got {type(data).__name__}."
+            )
+        if batch_size is not None:
+            raise ValueError(
+                "fit: batch_size applies to array data; an iterator of batches sets its "
+                "own batch size. Drop batch_size, or pass the arrays themselves."
+            )
+        return "iterator", 0, 0
+    sizes = []
+    for path, leaf in leaves_with_paths:
+        if leaf.ndim == 0:
+            raise ValueError(
+                f"fit: data{keystr(path)} is a scalar; every data leaf needs a leading "
+                f"axis over examples."
+            )
+        sizes.append((f"data{keystr(path)}", leaf.shape[0]))
+    name0, size = sizes[0]
+    for name, other in sizes[1:]:
+        if other != size:
+            raise ValueError(
+                f"fit: data leaves must share their leading (example) axis, but {name0} "
+                f"has {size} rows and {name} has {other}."
+            )
+    if batch_size is None:
+        return "full", size, 1
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"fit: batch_size must be a positive integer, got {batch_size!r}.")
+    if batch_size > size:
+        raise ValueError(
+            f"fit: batch_size={batch_size} is larger than the data ({name0} has {size} rows)."
+        )
+    return "minibatch", int(batch_size), size // batch_size
+
+
+def _check_positive(**values: Any) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"fit: {name} must be a positive integer, got {value!r}.")
+
+
+def _typed_key(key: Any) -> jax.Array:
+    key = jnp.asarray(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+        return key
+    if key.shape == (2,) and key.dtype == jnp.uint32:
+        return jax.random.wrap_key_data(key)
+    raise TypeError(
+        f"fit: key must be one PRNG key (jax.random.key(0)), got an array of shape "
+        f"{key.shape} and dtype {key.dtype}."
+    )
+
+
+# ------------------------------------------------------------------------ checkpoints
+
+
+def _leaf_paths(tree: Any, prefix: str) -> list[str]:
+    return [prefix + keystr(path) for path, _ in tree_flatten_with_path(tree)[0]]
+
+
+def _checkpoint_arrays(key: jax.Array, state: _State, history: np.ndarray) -> dict:
+    arrays = {
+        "format_version": np.asarray(_FORMAT_VERSION),
+        "key_data": np.asarray(jax.random.key_data(key)),
+        "key_impl": np.asarray(str(jax.random.key_impl(key))),
+        "history": np.asarray(history, dtype=np.float64),
+        "params_paths": np.asarray(_leaf_paths(state.trainable, "params"), dtype=str),
+    }
+    for name in _COUNTERS:
+        arrays[name] = np.asarray(getattr(state, name))
+    for index, leaf in enumerate(jax.tree.leaves(state.trainable)):
+        arrays[f"params/{index}"] = np.asarray(leaf)
+    for index, leaf in enumerate(jax.tree.leaves(state.opt_state)):
+        arrays[f"opt_state/{index}"] = np.asarray(leaf)
+    return arrays
+
+
+def _write_checkpoint(directory: str, arrays: dict) -> None:
+    """Write ``arrays`` to ``directory/checkpoint.npz`` atomically.
+
+    The data go to a temporary file in the same directory, which is flushed and
+    fsync-ed and then renamed over the checkpoint with `os.replace` (atomic on POSIX
+    and Windows), so a reader (or a resumed run after a crash) only ever sees a
+    complete checkpoint: the previous one or the new one.
+    """
+    descriptor, temp_path = tempfile.mkstemp(
+        prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=directory
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            np.savez(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_path, os.path.join(directory, _CHECKPOINT_NAME))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temp_path)
+        raise
+    with contextlib.suppress(OSError, AttributeError):  # make the rename durable (POSIX)
+        directory_descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_descriptor)
+        finally:
+            os.close(directory_descriptor)
+
+
+def _restore_leaves(saved: Any, prefix: str, template: Any, paths: list[str], what: str):
+    leaves, treedef = jax.tree.flatten(template)
+    restored = []
+    for index, (path, leaf) in enumerate(zip(paths, leaves, strict=True)):
+        array = saved[f"{prefix}/{index}"]
+        leaf = np.asarray(leaf)
+        if array.dtype != leaf.dtype and array.dtype.kind == "V":
+            array = array.view(leaf.dtype)  # dtypes NumPy cannot name, such as bfloat16
+        if array.shape != leaf.shape or array.dtype != leaf.dtype:
+            raise ValueError(
+                f"fit: the checkpoint does not match {what}: {path} is "
+                f"{array.dtype}{list(array.shape)} in the checkpoint but "
+                f"{leaf.dtype}{list(leaf.shape)} here."
+            )
+        restored.append(jnp.asarray(array))
+    return jax.tree.unflatten(treedef, restored)
+
+
+def _load_checkpoint(path: str, template: _State) -> tuple[jax.Array, _State, np.ndarray]:
+    """Load a checkpoint into the structure of ``template`` (params and opt_state)."""
+    with np.load(path, allow_pickle=False) as saved:
+        saved = dict(saved)
+    version = int(saved.get("format_version", -1))
+    if version != _FORMAT_VERSION:
+        raise ValueError(
+            f"fit: {path} is not a ppl.fit checkpoint of format {_FORMAT_VERSION} "
+            f"(found format {version})."
+        )
+    params_paths = _leaf_paths(template.trainable, "params")
+    saved_paths = [str(p) for p in saved["params_paths"]]
+    if saved_paths != params_paths:
+        missing = [p for p in saved_paths if p not in params_paths]
+        extra = [p for p in params_paths if p not in saved_paths]
+        mismatch = [a for a, b in zip(saved_paths, params_paths) if a != b]
+        detail = (
+            f"the checkpoint has {missing[0]}, which params lacks"
+            if missing
+            else f"params has {extra[0]}, which the checkpoint lacks"
+            if extra
+            else f"the leaves are in a different order, starting at {mismatch[0]}"
+        )
+        raise ValueError(
+            f"fit: the parameter structure in {path} does not match params: {detail}. "
+            f"Pass params with the structure of the checkpointed run, or another "
+            f"checkpoint_dir."
+        )
+    trainable = _restore_leaves(saved, "params", template.trainable, params_paths, "params")
+    opt_template_leaves = jax.tree.leaves(template.opt_state)
+    num_opt = sum(name.startswith("opt_state/") for name in saved)
+    if num_opt != len(opt_template_leaves):
+        raise ValueError(
+            f"fit: the optimizer state in {path} has {num_opt} leaves but "
+            f"optimizer.init(params) has {len(opt_template_leaves)}: the checkpoint was "
+            f"written with a different optimizer."
+        )
+    opt_paths = _leaf_paths(template.opt_state, "opt_state")
+    opt_state = _restore_leaves(saved, "opt_state", template.opt_state, opt_paths, "the optimizer")
+    counters = {name: jnp.asarray(saved[name]) for name in _COUNTERS}
+    state = _State(trainable=trainable, opt_state=opt_state, **counters)
+    key = jax.random.wrap_key_data(saved["key_data"], impl=str(saved["key_impl"]))
+    return key, state, np.asarray(saved["history"], dtype=np.float64)
+
+
+def _remove_stale_temp_files(directory: str) -> None:
+    for path in glob.glob(os.path.join(directory, _TEMP_PREFIX + "*" + _TEMP_SUFFIX)):
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+def _describe_bad(step: int, leaf: int, paths: list[str]) -> str:
+    if leaf < 0:
+        return f"step {step}, where the objective estimate was not finite (its gradient was)"
+    return f"step {step}, where the gradient of {paths[leaf]} was not finite"
+
+
+def _bad_steps_report(state: _State, paths: list[str]) -> str:
+    num_bad = int(state.num_bad)
+    if num_bad == 0:
+        return ""
+    first = _describe_bad(int(state.first_bad_step), int(state.first_bad_leaf), paths)
+    return (
+        f"{num_bad} of {int(state.step)} steps were skipped (parameters and optimizer "
+        f"state left unchanged) because the objective estimate or its gradient was not "
+        f"finite. The first was at {first}."
+    )
+
+
+def _result(static_params: Any, state: _State, history: np.ndarray, paths: list[str]):
+    return FitResult(
+        params=eqx.combine(state.trainable, static_params),
+        opt_state=state.opt_state,
+        history=history,
+        num_steps=int(state.step),
+        num_bad_steps=int(state.num_bad),
+        bad_steps_report=_bad_steps_report(state, paths),
+    )
+
+
+# -------------------------------------------------------------------------------- fit
+
+
+def fit(
+    key: jax.Array,
+    objective: Callable[..., jax.Array],
+    params: Any,
+    *args: Any,
+    optimizer: optax.GradientTransformation,
+    num_steps: int,
+    data: Any = None,
+    batch_size: int | None = None,
+    num_samples: int = 1,
+    chunk_size: int = 100,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    max_bad_steps: int = 20,
+    progress: bool = True,
+) -> FitResult:
+    """Maximize an expected objective over ``params`` with an optax optimizer.
+
+    Step ``t`` splits ``fold_in(key_steps, t)`` into ``S = num_samples`` keys ``k_s``
+    and hands ``optimizer`` the gradient of
+    ``-L(params) = -(1/S) * sum_s objective(k_s, params, ...)``. For a
+    `ppl.Expectation`, ``grad L`` is an unbiased estimate of ``grad E[objective]``
+    (Lew et al., POPL 2023); the ``S`` estimates are vmapped inside the differentiated
+    function, so per-sample gradients are never materialized. Steps are numbered
+    from 0 (they index ``FitResult.history``).
+
+    With array ``data``, each epoch visits the examples in the order of
+    ``jax.random.permutation(fold_in(key_data, epoch), n)`` in ``n // batch_size``
+    minibatches; the last partial batch is dropped (the order is reshuffled every
+    epoch, so each example is still seen). The step keys and the minibatch order
+    depend only on ``(key, step)``, never on chunking or restarts, so a resumed run
+    ends with bitwise the same parameters as an uninterrupted one.
+
+    Args:
+        key: a PRNG key (``jax.random.key(0)``); it is split into the per-step keys
+            and the minibatch-order key.
+        objective: called as ``objective(key, params, *args)``, or
+            ``objective(key, params, batch, *args)`` when ``data`` is given; returns
+            a real scalar estimate to maximize. Usually a `ppl.Expectation`.
+        params: the initial parameters, any pytree (dict, equinox module). Its
+            floating-point arrays are trained; every other leaf (integer arrays,
+            Python numbers, functions) is held fixed. With ``resume=True`` it is also
+            the structure template for the checkpoint.
+        *args: further arguments for ``objective``, fixed during training.
+        optimizer: an optax gradient transformation (it sees the negated gradient).
+        num_steps: the total number of steps (a resumed run continues to it).
+        data: ``None``; a pytree of arrays with a common leading (example) axis; or an
+            iterable of batches (a generator, a data loader), run one jitted step at a
+            time. A list or dict of arrays counts as a pytree: wrap it in ``iter()``
+            to iterate over it instead. A one-shot iterator that runs out ends
+            training early (with a warning); a re-iterable is restarted.
+        batch_size: for array ``data``, the minibatch size (default: the whole data
+            set every step).
+        num_samples: estimates averaged per step.
+        chunk_size: steps per ``lax.scan`` chunk (one host round-trip each; the
+            progress bar and the NaN check update once per chunk).
+        checkpoint_dir: if set, ``checkpoint_dir/checkpoint.npz`` is written (params,
+            optimizer state, key, step, history, bad-step counters) every
+            ``checkpoint_every`` steps and at the end, atomically (temporary file,
+            fsync, ``os.replace``).
+        checkpoint_every: steps between checkpoints (default: every chunk).
+        resume: load the checkpoint in ``checkpoint_dir`` if there is one (its key
+            takes precedence over ``key``) and continue to ``num_steps`` steps.
+        max_bad_steps: stop after this many consecutive non-finite steps.
+        progress: show a tqdm progress bar with the mean objective of the last chunk.
+
+    Returns:
+        A `FitResult` with the params, optimizer state and per-step history.
+
+    Raises:
+        TypeError: if ``objective`` is not callable or ``key`` is not a PRNG key.
+        ValueError: for a non-positive ``num_steps`` (or other count), data leaves of
+            different lengths, a ``batch_size`` larger than the data, ``resume``
+            without ``checkpoint_dir``, or a checkpoint whose structure differs from
+            ``params`` (naming the path).
+        FloatingPointError: after ``max_bad_steps`` consecutive non-finite steps,
+            naming the parameter and the step. ``err.last_good`` is the `FitResult`
+            of the last good state, which is also checkpointed.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, optax, ppl
+        >>> import numpyro.distributions as dist
+        >>> @ppl.expectation
+        ... def elbo(params, y):
+        ...     q = dist.Normal(params["loc"], jnp.exp(params["log_scale"]))
+        ...     z = ppl.sample(q, ppl.reparam, name="z")
+        ...     log_joint = dist.Normal(0.0, 1.0).log_prob(z) + dist.Normal(z, 0.5).log_prob(y)
+        ...     return log_joint - q.log_prob(z)
+        >>> params = {"loc": jnp.zeros(()), "log_scale": jnp.zeros(())}
+        >>> optimizer = optax.adam(optax.cosine_decay_schedule(0.05, 1000))
+        >>> result = ppl.fit(jax.random.key(0), elbo, params, 1.0, optimizer=optimizer,
+        ...                  num_steps=1000, num_samples=8, progress=False)
+        >>> result.history.shape, round(float(result.params["loc"]), 1)  # exact: 0.8
+        ((1000,), 0.8)
+
+    References:
+        Lew, Huot, Staton, Mansinghka. ADEV: Sound Automatic Differentiation of
+        Expected Values of Probabilistic Programs. POPL 2023.
+    """
+    if not callable(objective):
+        raise TypeError(
+            f"fit: objective must be callable as objective(key, params, *args) (for "
+            f"example a function decorated with @ppl.expectation), got "
+            f"{type(objective).__name__}."
+        )
+    _check_positive(
+        num_steps=num_steps,
+        num_samples=num_samples,
+        chunk_size=chunk_size,
+        max_bad_steps=max_bad_steps,
+    )
+    if checkpoint_every is not None:
+        _check_positive(checkpoint_every=checkpoint_every)
+    if resume and checkpoint_dir is None:
+        raise ValueError("fit: resume=True needs checkpoint_dir (where to look for it).")
+    key = _typed_key(key)
+    data_mode, batch_size, num_batches = _check_data(data, batch_size)
+    if data_mode in ("full", "minibatch"):  # on the device once, not once per chunk
+        data = jax.tree.map(jnp.asarray, data)
+
+    trainable, static_params = eqx.partition(params, eqx.is_inexact_array)
+    if not jax.tree.leaves(trainable):
+        raise ValueError(
+            "fit: params has no floating-point arrays to train. Write initial values "
+            "as arrays, for example {'loc': jnp.asarray(0.0)} rather than {'loc': 0.0}."
+        )
+    paths = _leaf_paths(trainable, "params")
+    state = _initial_state(trainable, optimizer.init(trainable))
+    history = np.zeros((0,), np.float64)
+
+    if checkpoint_dir is not None:
+        checkpoint_dir = os.fspath(checkpoint_dir)
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        checkpoint_path = os.path.join(checkpoint_dir, _CHECKPOINT_NAME)
+        if resume:
+            _remove_stale_temp_files(checkpoint_dir)
+            if os.path.exists(checkpoint_path):
+                saved_key, state, history = _load_checkpoint(checkpoint_path, state)
+                if not np.array_equal(jax.random.key_data(saved_key), jax.random.key_data(key)):
+                    warnings.warn(
+                        f"fit: resuming from {checkpoint_path}, which was written with a "
+                        f"different key; continuing with the checkpoint's key.",
+                        stacklevel=2,
+                    )
+                key = saved_key
+                if bool(state.stopped):  # stopped by the NaN guard: try again from here
+                    state = state._replace(consecutive=jnp.asarray(0, jnp.int32), stopped=False)
+    config = _Config(
+        objective=objective,
+        optimizer=optimizer,
+        num_samples=int(num_samples),
+        chunk_size=int(chunk_size),
+        max_bad_steps=int(max_bad_steps),
+        data_mode=data_mode,
+        batch_size=batch_size,
+        num_batches=num_batches,
+    )
+    every = chunk_size if checkpoint_every is None else checkpoint_every
+
+    def save(state, history):
+        if checkpoint_dir is not None:
+            _write_checkpoint(checkpoint_dir, _checkpoint_arrays(key, state, history))
+
+    step = int(state.step)
+    chunks = [history]
+    batches = _iterate_batches(data) if data_mode == "iterator" else None
+    exhausted = False
+    with tqdm(
+        total=num_steps, initial=min(step, num_steps), unit="step", disable=not progress
+    ) as bar:
+        while step < num_steps and not exhausted:
+            length = min(chunk_size, num_steps - step, every - step % every)
+            if data_mode == "iterator":
+                state, values, exhausted = _run_iterator_chunk(
+                    config, key, state, static_params, batches, args, length
+                )
+            else:
+                state, values = _run_chunk(
+                    config, key, state, jnp.asarray(length), static_params, data, args
+                )
+            done = int(state.step) - step
+            values = np.asarray(values, dtype=np.float64)[:done]
+            chunks.append(values)
+            step += done
+            if done:
+                finite = values[np.isfinite(values)]
+                postfix = {"objective": f"{finite.mean():.4g}" if finite.size else "nan"}
+                if int(state.num_bad):
+                    postfix["bad steps"] = int(state.num_bad)
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(done)
+            if bool(state.stopped):
+                history = np.concatenate(chunks)
+                save(state, history)
+                raise _stopped_error(state, paths, _result(static_params, state, history, paths))
+            if step % every == 0 and step < num_steps:
+                save(state, np.concatenate(chunks))
+    history = np.concatenate(chunks)
+    if exhausted:
+        warnings.warn(
+            f"fit: data ran out after {step} of {num_steps} steps; stopping early.",
+            stacklevel=2,
+        )
+    save(state, history)
+    result = _result(static_params, state, history, paths)
+    if result.bad_steps_report:
+        warnings.warn(result.bad_steps_report, RuntimeWarning, stacklevel=2)
+    return result
+
+
+def _iterate_batches(data: Any) -> Iterator:
+    """Batches from ``data``: a one-shot iterator once, a re-iterable over and over."""
+    if isinstance(data, Iterator):
+        yield from data
+        return
+    while True:
+        empty = True
+        for batch in data:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("fit: data is an empty iterable (it yields no batches).")
+
+
+def _run_iterator_chunk(config, key, state, static_params, batches, args, length):
+    """Up to ``length`` single jitted steps on batches drawn from ``batches``."""
+    values, exhausted = [], False
+    for _ in range(length):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            exhausted = True
+            break
+        state, value = _run_one(config, key, state, static_params, batch, args)
+        values.append(value)
+    return state, jnp.stack(values) if values else jnp.zeros((0,)), exhausted
+
+
+def _stopped_error(state: _State, paths: list[str], last_good: FitResult) -> FloatingPointError:
+    where = _describe_bad(int(state.run_start_step), int(state.run_start_leaf), paths)
+    error = FloatingPointError(
+        f"fit stopped after {int(state.consecutive)} consecutive steps whose objective "
+        f"estimate or gradient was not finite (max_bad_steps), starting at {where}. "
+        f"The parameters and optimizer state from before that step are in "
+        f"err.last_good (and in the checkpoint if checkpoint_dir is set). Lower the "
+        f"learning rate, clip gradients (optax.clip_by_global_norm), or check the "
+        f"objective for log(0), division by zero or overflow at those parameters."
+    )
+    error.last_good = last_good
+    return error
