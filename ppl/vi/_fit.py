@@ -10,10 +10,7 @@ with bitwise-identical results.
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -27,12 +24,16 @@ from jax import lax
 from jax.tree_util import keystr, tree_flatten_with_path
 from tqdm.auto import tqdm
 
-__all__ = ["FitResult", "fit"]
+from ppl.vi._checkpoint import (
+    CHECKPOINT_NAME,
+    checkpoint_arrays,
+    leaf_paths,
+    load_checkpoint,
+    remove_stale_temp_files,
+    write_checkpoint,
+)
 
-_CHECKPOINT_NAME = "checkpoint.npz"
-_TEMP_PREFIX = ".checkpoint-"
-_TEMP_SUFFIX = ".npz.tmp"
-_FORMAT_VERSION = 1
+__all__ = ["FitResult", "fit"]
 
 
 class FitResult(NamedTuple):
@@ -343,125 +344,6 @@ def _typed_key(key: Any) -> jax.Array:
 # ------------------------------------------------------------------------ checkpoints
 
 
-def _leaf_paths(tree: Any, prefix: str) -> list[str]:
-    return [prefix + keystr(path) for path, _ in tree_flatten_with_path(tree)[0]]
-
-
-def _checkpoint_arrays(key: jax.Array, state: _State, history: np.ndarray) -> dict:
-    arrays = {
-        "format_version": np.asarray(_FORMAT_VERSION),
-        "key_data": np.asarray(jax.random.key_data(key)),
-        "key_impl": np.asarray(str(jax.random.key_impl(key))),
-        "history": np.asarray(history, dtype=np.float64),
-        "params_paths": np.asarray(_leaf_paths(state.trainable, "params"), dtype=str),
-    }
-    for name in _COUNTERS:
-        arrays[name] = np.asarray(getattr(state, name))
-    for index, leaf in enumerate(jax.tree.leaves(state.trainable)):
-        arrays[f"params/{index}"] = np.asarray(leaf)
-    for index, leaf in enumerate(jax.tree.leaves(state.opt_state)):
-        arrays[f"opt_state/{index}"] = np.asarray(leaf)
-    return arrays
-
-
-def _write_checkpoint(directory: str, arrays: dict) -> None:
-    """Write ``arrays`` to ``directory/checkpoint.npz`` atomically.
-
-    The data go to a temporary file in the same directory, which is flushed and
-    fsync-ed and then renamed over the checkpoint with `os.replace` (atomic on POSIX
-    and Windows), so a reader (or a resumed run after a crash) only ever sees a
-    complete checkpoint: the previous one or the new one.
-    """
-    descriptor, temp_path = tempfile.mkstemp(
-        prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=directory
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_path, os.path.join(directory, _CHECKPOINT_NAME))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temp_path)
-        raise
-    with contextlib.suppress(OSError, AttributeError):  # make the rename durable (POSIX)
-        directory_descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(directory_descriptor)
-        finally:
-            os.close(directory_descriptor)
-
-
-def _restore_leaves(saved: Any, prefix: str, template: Any, paths: list[str], what: str):
-    leaves, treedef = jax.tree.flatten(template)
-    restored = []
-    for index, (path, leaf) in enumerate(zip(paths, leaves, strict=True)):
-        array = saved[f"{prefix}/{index}"]
-        leaf = np.asarray(leaf)
-        if array.dtype != leaf.dtype and array.dtype.kind == "V":
-            array = array.view(leaf.dtype)  # dtypes NumPy cannot name, such as bfloat16
-        if array.shape != leaf.shape or array.dtype != leaf.dtype:
-            raise ValueError(
-                f"fit: the checkpoint does not match {what}: {path} is "
-                f"{array.dtype}{list(array.shape)} in the checkpoint but "
-                f"{leaf.dtype}{list(leaf.shape)} here."
-            )
-        restored.append(jnp.asarray(array))
-    return jax.tree.unflatten(treedef, restored)
-
-
-def _load_checkpoint(path: str, template: _State) -> tuple[jax.Array, _State, np.ndarray]:
-    """Load a checkpoint into the structure of ``template`` (params and opt_state)."""
-    with np.load(path, allow_pickle=False) as saved:
-        saved = dict(saved)
-    version = int(saved.get("format_version", -1))
-    if version != _FORMAT_VERSION:
-        raise ValueError(
-            f"fit: {path} is not a ppl.fit checkpoint of format {_FORMAT_VERSION} "
-            f"(found format {version})."
-        )
-    params_paths = _leaf_paths(template.trainable, "params")
-    saved_paths = [str(p) for p in saved["params_paths"]]
-    if saved_paths != params_paths:
-        missing = [p for p in saved_paths if p not in params_paths]
-        extra = [p for p in params_paths if p not in saved_paths]
-        mismatch = [a for a, b in zip(saved_paths, params_paths) if a != b]
-        detail = (
-            f"the checkpoint has {missing[0]}, which params lacks"
-            if missing
-            else f"params has {extra[0]}, which the checkpoint lacks"
-            if extra
-            else f"the leaves are in a different order, starting at {mismatch[0]}"
-        )
-        raise ValueError(
-            f"fit: the parameter structure in {path} does not match params: {detail}. "
-            f"Pass params with the structure of the checkpointed run, or another "
-            f"checkpoint_dir."
-        )
-    trainable = _restore_leaves(saved, "params", template.trainable, params_paths, "params")
-    opt_template_leaves = jax.tree.leaves(template.opt_state)
-    num_opt = sum(name.startswith("opt_state/") for name in saved)
-    if num_opt != len(opt_template_leaves):
-        raise ValueError(
-            f"fit: the optimizer state in {path} has {num_opt} leaves but "
-            f"optimizer.init(params) has {len(opt_template_leaves)}: the checkpoint was "
-            f"written with a different optimizer."
-        )
-    opt_paths = _leaf_paths(template.opt_state, "opt_state")
-    opt_state = _restore_leaves(saved, "opt_state", template.opt_state, opt_paths, "the optimizer")
-    counters = {name: jnp.asarray(saved[name]) for name in _COUNTERS}
-    state = _State(trainable=trainable, opt_state=opt_state, **counters)
-    key = jax.random.wrap_key_data(saved["key_data"], impl=str(saved["key_impl"]))
-    return key, state, np.asarray(saved["history"], dtype=np.float64)
-
-
-def _remove_stale_temp_files(directory: str) -> None:
-    for path in glob.glob(os.path.join(directory, _TEMP_PREFIX + "*" + _TEMP_SUFFIX)):
-        with contextlib.suppress(OSError):
-            os.remove(path)
-
-
 # ---------------------------------------------------------------------------- reports
 
 
@@ -624,18 +506,18 @@ def fit(
             "fit: params has no floating-point arrays to train. Write initial values "
             "as arrays, for example {'loc': jnp.asarray(0.0)} rather than {'loc': 0.0}."
         )
-    paths = _leaf_paths(trainable, "params")
+    paths = leaf_paths(trainable, "params")
     state = _initial_state(trainable, optimizer.init(trainable))
     history = np.zeros((0,), np.float64)
 
     if checkpoint_dir is not None:
         checkpoint_dir = os.fspath(checkpoint_dir)
         os.makedirs(checkpoint_dir, exist_ok=True)
-        checkpoint_path = os.path.join(checkpoint_dir, _CHECKPOINT_NAME)
+        checkpoint_path = os.path.join(checkpoint_dir, CHECKPOINT_NAME)
         if resume:
-            _remove_stale_temp_files(checkpoint_dir)
+            remove_stale_temp_files(checkpoint_dir)
             if os.path.exists(checkpoint_path):
-                saved_key, state, history = _load_checkpoint(checkpoint_path, state)
+                saved_key, state, history = load_checkpoint(checkpoint_path, state)
                 if not np.array_equal(jax.random.key_data(saved_key), jax.random.key_data(key)):
                     warnings.warn(
                         f"fit: resuming from {checkpoint_path}, which was written with a "
@@ -659,7 +541,7 @@ def fit(
 
     def save(state, history):
         if checkpoint_dir is not None:
-            _write_checkpoint(checkpoint_dir, _checkpoint_arrays(key, state, history))
+            write_checkpoint(checkpoint_dir, checkpoint_arrays(key, state, history))
 
     step = int(state.step)
     chunks = [history]

@@ -246,10 +246,10 @@ def test_consecutive_bad_steps_stop_with_the_last_good_state(tmp_path):
 def test_chunking_and_checkpointing_do_not_change_the_result(tmp_path, monkeypatch):
     reference = _fit_conjugate(jax.random.key(5), num_steps=200)
     written = []
-    real_write = _fit._write_checkpoint
+    real_write = _fit.write_checkpoint
     monkeypatch.setattr(
         _fit,
-        "_write_checkpoint",
+        "write_checkpoint",
         lambda directory, arrays: (
             written.append(int(arrays["step"])) or real_write(directory, arrays)
         ),
