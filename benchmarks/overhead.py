@@ -50,12 +50,8 @@ Writes a JSON file with all timings and machine information, and ``docs/benchmar
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
-import platform
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,6 +63,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import optax
+from _common import machine_info, replace_section
 from numpyro.infer import SVI, Trace_ELBO
 from tqdm import tqdm
 
@@ -426,44 +423,6 @@ def ratio_interval(num: Sequence[float], dens: Sequence[Sequence[float]], seed: 
 # ---------------------------------------------------------------------------- reports
 
 
-def ppl_revision() -> str:
-    """The git commit of the checkout, with ``+modified`` if ``ppl/`` has local changes."""
-    root = SCRIPT_DIR.parent
-
-    def git(*cmd):
-        run = subprocess.run(["git", "-C", str(root), *cmd], capture_output=True, text=True)
-        return run.stdout.strip() if run.returncode == 0 else None
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if commit is None:
-        return "unknown"
-    return commit + ("+modified" if git("status", "--porcelain", "--", "ppl") else "")
-
-
-def machine_info() -> dict[str, Any]:
-    """The software versions and hardware the numbers were measured with."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "device_kind": jax.devices()[0].device_kind,
-        "backend": jax.default_backend(),
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpyro": numpyro.__version__,
-        "optax": optax.__version__,
-        "ppl": ppl.__version__,
-        "ppl_revision": ppl_revision(),
-    }
-
-
 def analyse(results: dict[str, Any]) -> dict[str, Any]:
     """Ratios of ppl against the baselines and whether the targets are met."""
     rows = {}
@@ -617,13 +576,13 @@ def verdict(analysis: dict[str, Any], compile_repeats: int) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The page ``docs/benchmarks.md``."""
+    """The overhead section of ``docs/benchmarks.md``."""
     m = results["machine"]
     c = results["config"]
     lines = [
-        "# Benchmarks: the overhead of ppl",
+        "## The overhead of ppl (VAE minibatch gradient)",
         "",
-        "This page reproduces the overhead measurement of Table 1 of Becker et al., "
+        "This section reproduces the overhead measurement of Table 1 of Becker et al., "
         '"Probabilistic Programming with Programmable Variational Inference" (PLDI 2024): '
         "the time of one gradient of the minibatch mean ELBO of a variational autoencoder "
         "(784-200-10 encoder and 10-200-784 decoder with leaky ReLU, diagonal Normal "
@@ -653,11 +612,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"{m['date']}. Reproduce with `python benchmarks/overhead.py` (raw timings in "
         "`benchmarks/overhead.json`).",
         "",
-        "## Results",
+        "### Results",
         "",
         *tables(results),
         "",
-        "## Targets",
+        "### Targets",
         "",
         f"Targets: ppl's time at most {TIME_TARGET:.2f}x the faster of hand-written JAX and "
         f"NumPyro at every batch size; ppl's compile and first call at most "
@@ -752,7 +711,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     names = (*MEAN_VARIANTS, *PER_EXAMPLE_VARIANTS)
     work = len(args.batch_sizes) * len(names) * (args.repeats + args.compile_repeats)
     results: dict[str, Any] = {
-        "machine": machine_info(),
+        "machine": machine_info(optax=optax.__version__),
         "config": {
             "batch_sizes": args.batch_sizes,
             "repeats": args.repeats,
@@ -792,8 +751,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {args.out}")
     if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown(results))
+        replace_section(args.markdown, "overhead", markdown(results))
         print(f"wrote {args.markdown}")
     return results
 
