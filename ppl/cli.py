@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 
@@ -13,6 +14,103 @@ def _quickstart(args: argparse.Namespace) -> int:
         out_dir=args.out, num_steps=args.steps, eval_samples=args.eval_samples, seed=args.seed
     )
     return 0
+
+
+COMPARE_HELP = """\
+Compare gradient estimators of one objective: value, gradient variance, signal-to-noise
+ratio, bias against a reference, time per gradient, work-normalized variance and
+memory. Prints the table and writes comparison.json, comparison.txt and variance.png
+(and training.png with --train) into --out.
+
+MODULE:ATTRIBUTE names a ppl.compare.Problem, or a function of no arguments returning
+one, in an importable module (put its folder on PYTHONPATH):
+
+    # coins.py
+    import jax.numpy as jnp, ppl, ppl.compare
+    def make(strategies):                    # strategy map -> ppl.Expectation
+        @ppl.expectation
+        def elbo(params, x):
+            trace = ppl.sim(guide, x, params=params, strategies=strategies)
+            return ppl.density(model, trace.choices, x, params=params) - trace.log_density
+        return elbo
+    problem = ppl.compare.Problem(objective=make, args=(params, x))
+
+    $ PYTHONPATH=. ppl compare coins:problem --variants variants.json --out out
+
+--variants is a JSON, TOML or Python file mapping labels to {site: strategy}, e.g.
+{"reinforce": {"c": "reinforce"}, "baseline": {"c": "baseline(reinforce, -3.0)"},
+ "mvd": {"c": "mvd"}, "enum": {"c": "enum"}, "loo": {"c": "leave_one_out(4)"}}
+(strategy names: reparam, reinforce, enum, mvd, detached, baseline(S, VALUE),
+leave_one_out(N); a .py file defines VARIANTS and may use ppl.Strategy objects). Without
+--variants the problem's own variants are used. --zoo NAME compares the problem of the
+model zoo's entry models.REGISTRY[NAME] (its `problem`). Bad input exits with status 2
+and a one-line message.
+"""
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``ppl compare``: errors in the user's input become one line and exit status 2."""
+    # Import the module itself (ppl/__init__.py may re-export the function of that name).
+    compare = importlib.import_module("ppl.compare")
+    try:
+        problem = _compare_problem(args, compare)
+        variants = compare.load_variants(args.variants) if args.variants else problem.variants
+        if not variants:
+            raise ValueError(
+                "no variants: pass --variants FILE (labels -> {site: strategy}), or give "
+                "the Problem default variants."
+            )
+        if args.samples < 2:
+            raise ValueError(f"--samples must be at least 2, got {args.samples}.")
+        if args.train is not None and args.train < 1:
+            raise ValueError(f"--train must be at least 1 step, got {args.train}.")
+        import jax
+
+        result = compare.compare(
+            problem.objective,
+            variants,
+            jax.random.key(args.seed),
+            *problem.args,
+            num_samples=args.samples,
+            reference=args.reference if args.reference is not None else problem.reference,
+            reference_samples=args.reference_samples,
+            train=args.train,
+            progress=not args.quiet,
+        )
+        paths = result.save(args.out)
+    except (ValueError, TypeError, ImportError, OSError, SyntaxError, KeyError) as err:
+        if args.debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"ppl compare: error: {message}", file=sys.stderr)
+        return 2
+    if problem.description:
+        print(problem.description)
+    print(result)
+    print("wrote " + ", ".join(paths.values()))
+    return 0
+
+
+def _compare_problem(args: argparse.Namespace, compare):
+    if (args.target is None) == (args.zoo is None):
+        raise ValueError("give either MODULE:ATTRIBUTE or --zoo NAME (exactly one).")
+    if args.target is not None:
+        return compare.load_problem(args.target)
+    try:
+        models = importlib.import_module("models")
+    except ImportError:
+        raise ValueError("the model zoo (the package 'models') is not installed.") from None
+    registry = getattr(models, "REGISTRY", {})
+    if args.zoo not in registry:
+        available = ", ".join(sorted(registry)) or "none yet"
+        raise ValueError(f"unknown zoo model '{args.zoo}' (available: {available}).")
+    entry = registry[args.zoo]
+    if isinstance(entry, compare.Problem):
+        return entry
+    found = entry.get("problem") if isinstance(entry, dict) else getattr(entry, "problem", None)
+    if found is None:
+        raise ValueError(f"zoo model '{args.zoo}' defines no comparison problem ('problem').")
+    return compare._as_problem(found, f"zoo model '{args.zoo}' problem")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +134,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quick.add_argument("--seed", type=int, default=0)
     quick.set_defaults(run=_quickstart)
+
+    comp = commands.add_parser(
+        "compare",
+        help="compare gradient estimators of an objective (variance, bias, cost)",
+        description=COMPARE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    comp.add_argument(
+        "target", nargs="?", metavar="MODULE:ATTRIBUTE", help="a ppl.compare.Problem to compare"
+    )
+    comp.add_argument("--zoo", metavar="NAME", help="compare a model of the zoo instead")
+    comp.add_argument(
+        "--variants", metavar="FILE", help="JSON, TOML or Python file: label -> {site: strategy}"
+    )
+    comp.add_argument(
+        "--samples", type=int, default=1000, help="gradient samples per variant (default: 1000)"
+    )
+    comp.add_argument("--out", default="ppl-compare", help="output folder (default: %(default)s)")
+    comp.add_argument(
+        "--train", type=int, metavar="STEPS", help="also train with each variant (ppl.fit)"
+    )
+    comp.add_argument(
+        "--reference",
+        metavar="LABEL",
+        help="the variant whose mean is the reference gradient (default: the first)",
+    )
+    comp.add_argument(
+        "--reference-samples",
+        type=int,
+        metavar="N",
+        help="samples of a high-sample reference (default: 10 x --samples)",
+    )
+    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--quiet", action="store_true", help="no progress bars")
+    comp.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
+    comp.set_defaults(run=_compare)
     return parser
 
 
