@@ -1,5 +1,6 @@
 """ppl: programmable variational inference for JAX and NumPyro."""
 
+from ppl import compare as compare
 from ppl.adev import MVD as MVD
 from ppl.adev import Baseline as Baseline
 from ppl.adev import Detached as Detached
@@ -79,4 +80,5 @@ __all__ = [
     "to_inference_data",
     "fit",
     "FitResult",
+    "compare",
 ]

@@ -149,7 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants", metavar="FILE", help="JSON, TOML or Python file: label -> {site: strategy}"
     )
     comp.add_argument(
-        "--samples", type=int, default=1000, help="gradient samples per variant (default: 1000)"
+        "--samples",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="gradient samples per variant (default: 1000)",
     )
     comp.add_argument("--out", default="ppl-compare", help="output folder (default: %(default)s)")
     comp.add_argument(

@@ -41,12 +41,17 @@ def log_weights(model, guide, params, *args, num_particles: int = 1, strategies=
     """``log p(x, z_k) - log q(z_k)`` for ``num_particles`` independent draws from the guide.
 
     The helper every particle objective shares; returns an array ``(num_particles,)``.
+    Several particles are drawn with ``ppl.particles`` (a ``vmap``), where sites need
+    strategies without a continuation (reparam, reinforce, baselines); with one
+    particle every strategy works.
     """
 
     def one():
         trace = sim(guide, *args, params=params, strategies=strategies)
         return density(model, trace.choices, *args, params=params) - trace.log_density
 
+    if num_particles == 1:  # no vmap: continuation strategies (enum, mvd) stay usable
+        return one()[None]
     return particles(one, num_particles)()
 
 

@@ -403,3 +403,21 @@ def test_marginal_with_a_site_the_program_does_not_sample():
 def test_vimco_needs_two_particles(num_particles):
     with pytest.raises(ValueError, match="num_particles >= 2"):
         objectives.vimco(bernoulli_model, bernoulli_guide, num_particles=num_particles)
+
+
+def test_single_particle_objectives_accept_continuation_strategies():
+    def model():
+        numpyro.sample("b", dist.Bernoulli(0.3))
+
+    def guide():
+        numpyro.sample("b", dist.Bernoulli(logits=numpyro.param("logit", 0.0)))
+
+    params = {"logit": jnp.asarray(0.2)}
+    q = jax.nn.sigmoid(0.2)
+    exact = q * (jnp.log(0.3) - jnp.log(q)) + (1 - q) * (jnp.log(0.7) - jnp.log(1 - q))
+    for strategy in (ppl.enum, ppl.mvd, ppl.leave_one_out(3)):
+        objective = ppl.objectives.elbo(model, guide, strategies={"b": strategy})
+        values = jax.vmap(objective.estimate, (0, None))(
+            jax.random.split(jax.random.key(0), 2000), params
+        )
+        assert abs(float(values.mean()) - float(exact)) < 4 * float(values.std()) / 44.7 + 1e-5
