@@ -70,7 +70,7 @@ class Expectation:
             flat_args,
             Acc.zero(),
             key,
-            lambda values, acc: finalize(acc, values[0].astype(acc.cost.dtype)),
+            lambda values, acc, salt: finalize(acc, values[0].astype(acc.cost.dtype)),
         )
 
     def estimate(self, key: jax.Array, *args: Any) -> jax.Array:

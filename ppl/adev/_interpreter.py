@@ -69,7 +69,10 @@ def finalize(acc: Acc, value: jax.Array) -> jax.Array:
     return total + sg(total) * acc.score - acc.offset
 
 
-Kont = Callable[[list, Acc], jax.Array]
+# The rest of the program: (outputs, accumulator, salt) -> final surrogate. A salt (an
+# integer array or None) is folded into every later key, so that a strategy can run
+# the rest of the program with independent randomness per call (leave_one_out).
+Kont = Callable[[list, Acc, "jax.Array | None"], jax.Array]
 
 # ------------------------------------------------------------------- static analysis
 
@@ -186,7 +189,9 @@ def run(
     return _run_from(jaxpr, 0, env, acc, key, kont)
 
 
-def _run_from(jaxpr, start, env, acc, key, kont):
+def _run_from(jaxpr, start, env, acc, key, kont, salt=None):
+    if salt is not None:
+        key = jax.random.fold_in(key, salt)
     eqns = jaxpr.eqns
     # With one user the key passes through unchanged (one PRNG call fewer per draw).
     shared = _key_users(jaxpr) > 1
@@ -203,10 +208,10 @@ def _run_from(jaxpr, start, env, acc, key, kont):
                 if eqn.params["batch_ndims"]:
                     raise _batched_error(site, strategy)
 
-                def site_kont(x, i=i, eqn=eqn):
+                def site_kont(x, salt=None, i=i, eqn=eqn, key=key):
                     env2 = dict(env)
                     _write(env2, eqn.outvars, [_cast(x, eqn)])
-                    return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, kont)
+                    return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, kont, salt)
 
                 key_i = jax.random.fold_in(key, i) if shared else key
                 return finalize(acc, strategy.estimate(key_i, distribution, site_kont))
@@ -227,16 +232,16 @@ def _run_from(jaxpr, start, env, acc, key, kont):
                 and (prim.name in _INLINE or prim.name == "cond")
             ):
 
-                def rest(outs, acc2, i=i, eqn=eqn):
+                def rest(outs, acc2, salt=None, i=i, eqn=eqn, key=key):
                     env2 = dict(env)
                     _write(env2, eqn.outvars, outs)
-                    return _run_from(jaxpr, i + 1, env2, acc2, key, kont)
+                    return _run_from(jaxpr, i + 1, env2, acc2, key, kont, salt)
 
                 return _structured(eqn, invals, acc, key_i, rest)
             outs, acc = _structured(eqn, invals, acc, key_i, None)
             _write(env, eqn.outvars, outs)
     outs = [_read(env, v) for v in jaxpr.outvars]
-    return (outs, acc) if kont is None else kont(outs, acc)
+    return (outs, acc) if kont is None else kont(outs, acc, salt)
 
 
 def _cast(x, eqn):

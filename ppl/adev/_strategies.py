@@ -54,7 +54,7 @@ __all__ = [
 
 sg = jax.lax.stop_gradient
 
-Continuation = Callable[[jax.Array], jax.Array]
+Continuation = Callable[..., jax.Array]  # kont(value, salt=None) -> scalar surrogate
 
 
 def score(distribution: Any, value: jax.Array) -> jax.Array:
@@ -93,7 +93,9 @@ class Strategy(eqx.Module):
                 gradients).
             kont: the rest of the program as a function of the site's value; it
                 returns a scalar surrogate and may be called (or ``jax.vmap``-ed) on
-                any number of values.
+                any number of values. Calls share the random draws of the rest of the
+                program (common random numbers); ``kont(value, salt)`` with distinct
+                integers ``salt`` gives each call independent draws instead.
 
         Returns:
             A scalar: an unbiased estimate of the expectation whose JAX derivative is
@@ -396,7 +398,7 @@ class LeaveOneOut(Strategy):
     def estimate(self, key, distribution, kont):
         k = self.num_particles
         xs = sg(distribution.sample(key, (k,)))
-        fs = jax.vmap(kont)(xs)
+        fs = jax.vmap(kont)(xs, jnp.arange(k))  # independent draws for each particle
         scores = jax.vmap(lambda v: score(distribution, v))(xs)
         others = (jnp.sum(sg(fs)) - sg(fs)) / (k - 1)
         return jnp.mean(fs + (sg(fs) - others) * scores)

@@ -138,3 +138,21 @@ def test_fori_loop_with_traced_bounds_is_a_while_loop():
     )
     _within(values, np.asarray(exact(theta)), "fori_loop value")
     _within(grads, np.asarray(jax.grad(exact)(theta)), "fori_loop gradient")
+
+
+def test_leave_one_out_particles_draw_the_rest_independently():
+    """Each particle runs the rest of the program with its own randomness."""
+
+    def program(p):
+        a = ppl.sample(dist.Bernoulli(probs=p), ppl.leave_one_out(8), name="a")
+
+        @jax.jit  # the continuation crosses a nested jit
+        def rest(a):
+            return a + ppl.sample(dist.Normal(0.0, 1.0), ppl.reinforce, name="b")
+
+        return rest(a)
+
+    values = jax.vmap(ppl.expectation(program).estimate, (0, None))(_keys(8), 0.5)
+    # independent particles: Var = (0.25 + 1) / 8; shared draws of b would give 1 + 0.25/8
+    variance, n = float(np.var(values)), values.shape[0]
+    assert abs(variance - 1.25 / 8) < 4 * (1.25 / 8) * np.sqrt(2 / (n - 1)) * 1.5
