@@ -55,13 +55,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import itertools
 import json
 import math
 import os
-import platform
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -72,6 +69,8 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from _common import machine_info as common_machine_info
+from _common import replace_section
 from jax.extend.core import jaxprs_in_params
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import TraceGraph_ELBO
@@ -129,8 +128,6 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = SCRIPT_DIR / "discrete_estimators.json"
 DEFAULT_MARKDOWN = SCRIPT_DIR.parent / "docs" / "benchmarks.md"
 DEFAULT_PLOT = SCRIPT_DIR.parent / "docs" / "img" / "discrete_estimators.png"
-START_MARKER = "<!-- discrete-estimators:start -->"
-END_MARKER = "<!-- discrete-estimators:end -->"
 
 sg = jax.lax.stop_gradient
 
@@ -918,24 +915,6 @@ def markdown_section(results: dict[str, Any], plot_link: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def insert_section(page: Path, section: str) -> None:
-    """Replace the text between the markers in ``page``, or append markers and section.
-
-    The page is read right before it is written: other scripts own other sections.
-    """
-    block = f"{START_MARKER}\n{section}{END_MARKER}"
-    text = page.read_text() if page.exists() else ""
-    start, end = text.find(START_MARKER), text.find(END_MARKER)
-    if start != -1 and end != -1 and end > start:
-        text = text[:start] + block + text[end + len(END_MARKER) :]
-    else:
-        if start != -1 or end != -1:
-            raise ValueError(f"{page}: only one of {START_MARKER} / {END_MARKER} is present.")
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(text)
-
-
 def plot(results: dict[str, Any], path: Path) -> None:
     """Total variance against time per gradient, log-log, one labeled point per estimator."""
     import matplotlib
@@ -998,40 +977,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def ppl_revision() -> str:
-    """The git commit of the checkout, with ``+modified`` if ``ppl/`` has local changes."""
-    root = SCRIPT_DIR.parent
-
-    def git(*cmd):
-        run = subprocess.run(["git", "-C", str(root), *cmd], capture_output=True, text=True)
-        return run.stdout.strip() if run.returncode == 0 else None
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if commit is None:
-        return "unknown"
-    return commit + ("+modified" if git("status", "--porcelain", "--", "ppl") else "")
-
-
 def machine_info(with_pyro: bool) -> dict[str, Any]:
     """The software versions and hardware the numbers were measured with."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    info = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "backend": jax.default_backend(),
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpyro": numpyro.__version__,
-        "ppl": ppl.__version__,
-        "ppl_revision": ppl_revision(),
-    }
+    info = common_machine_info()
     if with_pyro:
         import pyro
         import torch
@@ -1223,7 +1171,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.markdown is not None:
             plot_link = os.path.relpath(args.plot.resolve(), args.markdown.resolve().parent)
     if args.markdown is not None:
-        insert_section(args.markdown, markdown_section(results, plot_link))
+        replace_section(args.markdown, "discrete-estimators", markdown_section(results, plot_link))
         print(f"wrote the discrete-estimators section of {args.markdown}")
     return results
 

@@ -69,6 +69,7 @@ from ppl.adev import (
     reparam,
 )
 from ppl.vi import fit
+from ppl.vi._fit import running_mean as _running_mean
 
 __all__ = [
     "compare",
@@ -1267,17 +1268,6 @@ def _decode(value: Any) -> Any:
     if value in ("inf", "-inf"):
         return float(value)
     return value
-
-
-def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
-    finite = np.isfinite(values)
-    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
-    counts = np.concatenate([[0.0], np.cumsum(finite)])
-    end = np.arange(1, values.size + 1)
-    start = np.maximum(end - window, 0)
-    count = counts[end] - counts[start]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, (sums[end] - sums[start]) / count, np.nan)
 
 
 def _figure(columns: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -15,6 +16,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "discrete_estimato
 
 @pytest.fixture(scope="module")
 def bench():
+    if str(SCRIPT.parent) not in sys.path:  # the scripts import their shared _common module
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("discrete_estimators", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -47,7 +50,7 @@ def test_quick_run_checks_exact_enumeration(bench, tmp_path):
     assert text.startswith("# Benchmarks\n\n" + other)
     assert text.count("<!-- discrete-estimators:start -->") == 1
     assert (tmp_path / "plot.png").stat().st_size > 0
-    bench.insert_section(page, "replaced\n")  # replaces its section, leaves the rest alone
+    bench.replace_section(page, "discrete-estimators", "replaced\n")  # leaves the rest alone
     again = page.read_text()
     assert again.startswith("# Benchmarks\n\n" + other)
     assert again.endswith(

@@ -95,7 +95,7 @@ class FitResult(NamedTuple):
         axes.plot(steps, history, lw=0.6, alpha=0.35, color="C0", label="estimate")
         axes.plot(
             steps,
-            _running_mean(history, window),
+            running_mean(history, window),
             lw=1.6,
             color="C1",
             label=f"running mean ({window} steps)",
@@ -113,7 +113,8 @@ class FitResult(NamedTuple):
         return path
 
 
-def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
+def running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` values, skipping non-finite ones (NaN where none)."""
     finite = np.isfinite(values)
     sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
     counts = np.concatenate([[0.0], np.cumsum(finite)])

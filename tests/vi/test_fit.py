@@ -397,7 +397,7 @@ def test_plot_writes_a_png(tmp_path):
     path = result.plot(tmp_path / "history.png")
     assert path == tmp_path / "history.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert _fit._running_mean(np.array([1.0, np.nan, 3.0]), 2).tolist() == [1.0, 1.0, 3.0]
+    assert _fit.running_mean(np.array([1.0, np.nan, 3.0]), 2).tolist() == [1.0, 1.0, 3.0]
 
 
 # ----------------------------------------------------------------------------- bad input
