@@ -1,6 +1,10 @@
 """The ppl model zoo: one package per published model, built on the public ppl API.
 
-Registry entries are added by the zoo issues; it is empty for now.
+Each package registers a `ZooModel` here on import; ``ppl zoo list`` shows them.
 """
 
-REGISTRY: dict = {}
+from models._registry import REGISTRY as REGISTRY
+from models._registry import ZooModel as ZooModel
+from models._registry import register as register
+
+__all__ = ["REGISTRY", "ZooModel", "register"]

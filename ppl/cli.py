@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+from pathlib import Path
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -96,11 +98,7 @@ def _compare_problem(args: argparse.Namespace, compare):
         raise ValueError("give either MODULE:ATTRIBUTE or --zoo NAME (exactly one).")
     if args.target is not None:
         return compare.load_problem(args.target)
-    try:
-        models = importlib.import_module("models")
-    except ImportError:
-        raise ValueError("the model zoo (the package 'models') is not installed.") from None
-    registry = getattr(models, "REGISTRY", {})
+    registry = _zoo_registry()
     if args.zoo not in registry:
         available = ", ".join(sorted(registry)) or "none yet"
         raise ValueError(f"unknown zoo model '{args.zoo}' (available: {available}).")
@@ -111,6 +109,66 @@ def _compare_problem(args: argparse.Namespace, compare):
     if found is None:
         raise ValueError(f"zoo model '{args.zoo}' defines no comparison problem ('problem').")
     return compare._as_problem(found, f"zoo model '{args.zoo}' problem")
+
+
+def _zoo_registry() -> dict:
+    try:
+        models = importlib.import_module("models")
+    except ImportError:
+        raise ValueError("the model zoo (the package 'models') is not installed.") from None
+    return getattr(models, "REGISTRY", {})
+
+
+def _parse_setting(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--set expects KEY=VALUE, got '{text}'.")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    """``ppl zoo list | train NAME | eval NAME``: bad input exits 2 with one line."""
+    try:
+        registry = _zoo_registry()
+        if args.zoo_command == "list":
+            if not registry:
+                print("no zoo models yet")
+            for name, entry in sorted(registry.items()):
+                print(f"{name:<16}{entry.description}\n{'':<16}{entry.citation}")
+            return 0
+        if args.name not in registry:
+            available = ", ".join(sorted(registry)) or "none yet"
+            raise ValueError(f"unknown zoo model '{args.name}' (available: {available}).")
+        entry = registry[args.name]
+        config = dict(entry.default_config)
+        for setting in args.set or []:
+            key, value = _parse_setting(setting)
+            if key not in config:
+                raise ValueError(
+                    f"'{key}' is not a setting of {args.name} (settings: {', '.join(config)})."
+                )
+            config[key] = value
+        data = entry.load_data(config, Path(args.data) if args.data else None)
+    except (ValueError, FileNotFoundError) as err:
+        if args.debug:
+            raise
+        print(f"ppl zoo: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"ppl-zoo-{args.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    run = entry.train if args.zoo_command == "train" else entry.evaluate
+    import jax
+
+    metrics = run(jax.random.key(args.seed), data, config, out)
+    path = out / f"{args.zoo_command}_metrics.json"
+    path.write_text(json.dumps({"model": args.name, "config": config, **metrics}, indent=1))
+    for key, value in metrics.items():
+        print(f"{key:<24}{value}")
+    print(f"wrote {path} (checkpoint and plots in {out})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--quiet", action="store_true", help="no progress bars")
     comp.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
     comp.set_defaults(run=_compare)
+
+    zoo = commands.add_parser("zoo", help="list, train and evaluate the model zoo")
+    zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
+    zoo_commands.add_parser("list", help="the registered models").set_defaults(
+        run=_zoo, debug=False
+    )
+    for verb, text in (("train", "train a zoo model"), ("eval", "evaluate a trained model")):
+        sub = zoo_commands.add_parser(verb, help=text)
+        sub.add_argument("name", help="the model's name (see ppl zoo list)")
+        sub.add_argument("--out", help="output folder (default: ppl-zoo-NAME)")
+        sub.add_argument("--data", help="a local copy of the model's real data set")
+        sub.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--debug", action="store_true", help="show tracebacks")
+        sub.set_defaults(run=_zoo)
     return parser
 
 
