@@ -8,3 +8,4 @@ from models._registry import ZooModel as ZooModel
 from models._registry import register as register
 
 __all__ = ["REGISTRY", "ZooModel", "register"]
+from models import mult_vae as mult_vae  # noqa: F401
