@@ -1,0 +1,353 @@
+"""Inputs of ``ppl.compare``: problems, strategy names and variant files."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import inspect
+import json
+import os
+import runpy
+import tomllib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ppl.adev import (
+    Enum,
+    Expectation,
+    LocalStrategy,
+    Strategy,
+    baseline,
+    detached,
+    enum,
+    leave_one_out,
+    mvd,
+    reinforce,
+    reparam,
+)
+
+__all__ = ["Problem", "from_objective", "parse_strategy", "load_variants", "load_problem"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """An objective with its arguments and variants: what ``ppl compare`` runs.
+
+    Attributes:
+        objective: a factory ``make(strategies) -> ppl.Expectation`` (``strategies``
+            a dict site name -> strategy), or one `ppl.Expectation` (then every
+            variant must itself be an Expectation).
+        args: ``(params, *args)``, the objective's arguments. Gradients are taken with
+            respect to the floating-point arrays of ``params``; the rest is held fixed.
+        variants: default variants (label -> strategy map or Expectation), used when
+            ``ppl compare`` gets no ``--variants``.
+        reference: as ``compare(reference=...)``: an exact gradient (a pytree like
+            ``params``), a variant label, or None.
+        description: one line printed above the table.
+    """
+
+    objective: Any
+    args: tuple
+    variants: Mapping | None = None
+    reference: Any = None
+    description: str = ""
+
+
+def from_objective(objective_fn: Callable, *fn_args: Any, **fn_kwargs: Any) -> Callable:
+    """A factory for `compare` from an objective constructor of the library.
+
+    ``from_objective(ppl.objectives.iwae, model, guide, num_particles=5)`` is
+    ``lambda strategies: ppl.objectives.iwae(model, guide, num_particles=5,
+    strategies=strategies)``: any function that takes ``strategies=`` works.
+    """
+
+    def make(strategies: Mapping) -> Expectation:
+        return objective_fn(*fn_args, **fn_kwargs, strategies=strategies)
+
+    make.__name__ = getattr(objective_fn, "__name__", "objective")
+    return make
+
+
+_NAMED = {
+    "reparam": reparam,
+    "reinforce": reinforce,
+    "enum": enum,
+    "mvd": mvd,
+    "detached": detached,
+}
+_GRAMMAR = (
+    "reparam, reinforce, enum, enum(max_values=N), mvd, detached, "
+    "baseline(STRATEGY, VALUE), baseline(STRATEGY, VALUE, learn=true) or leave_one_out(N)"
+)
+
+
+def parse_strategy(text: str) -> Strategy:
+    """Parse a strategy written as text, without evaluating any code.
+
+    The grammar: ``reparam``, ``reinforce``, ``enum``, ``enum(max_values=N)``, ``mvd``,
+    ``detached``, ``baseline(STRATEGY, VALUE)`` (optionally ``learn=true``) and
+    ``leave_one_out(N)``, nested as in ``baseline(reinforce, -2.5)``.
+
+    Raises:
+        ValueError: naming the text and the grammar, if it does not parse.
+
+    Examples:
+        >>> import ppl.compare
+        >>> ppl.compare.parse_strategy("leave_one_out(4)")
+        LeaveOneOut(num_particles=4)
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"a strategy name must be a string, got {type(text).__name__}.")
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+        return _strategy_from_ast(tree)
+    except (SyntaxError, ValueError, TypeError) as err:
+        detail = f" ({err})" if isinstance(err, ValueError) and str(err) else ""
+        raise ValueError(
+            f"cannot parse the strategy {text!r}{detail}; expected one of {_GRAMMAR}."
+        ) from None
+
+
+def _number(node: ast.AST) -> float:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        value = _number(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+    ):
+        return node.value
+    raise ValueError(f"expected a number, got {ast.unparse(node)!r}")
+
+
+def _flag(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant) and isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.Name) and node.id.lower() in ("true", "false"):
+        return node.id.lower() == "true"
+    raise ValueError(f"expected true or false, got {ast.unparse(node)!r}")
+
+
+def _count(node: ast.AST, what: str) -> int:
+    value = _number(node)
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {ast.unparse(node)!r}")
+    return value
+
+
+def _strategy_from_ast(node: ast.AST) -> Strategy:
+    if isinstance(node, ast.Name):
+        if node.id in _NAMED:
+            return _NAMED[node.id]
+        raise ValueError(f"unknown strategy {node.id!r}")
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+        raise ValueError(f"unexpected {ast.unparse(node)!r}")
+    name, args = node.func.id, node.args
+    kwargs = {k.arg: k.value for k in node.keywords}
+    if None in kwargs:
+        raise ValueError("**kwargs are not allowed")
+    if name in _NAMED and name != "enum" and not args and not kwargs:
+        return _NAMED[name]
+    if name == "enum" and not args and set(kwargs) <= {"max_values"}:
+        if "max_values" in kwargs:
+            return Enum(max_values=_count(kwargs["max_values"], "max_values"))
+        return enum
+    if name == "leave_one_out" and len(args) == 1 and not kwargs:
+        return leave_one_out(_count(args[0], "leave_one_out's number of particles"))
+    if name == "baseline" and len(args) == 2 and set(kwargs) <= {"learn"}:
+        inner = _strategy_from_ast(args[0])
+        if not isinstance(inner, LocalStrategy):
+            raise ValueError(
+                f"baseline wraps a score-function strategy such as reinforce, not "
+                f"{ast.unparse(args[0])}"
+            )
+        learn = _flag(kwargs["learn"]) if "learn" in kwargs else False
+        return baseline(inner, float(_number(args[1])), learn=learn)
+    raise ValueError(f"bad call {ast.unparse(node)!r}")
+
+
+def _strategy_map(label: str, mapping: Mapping) -> dict:
+    out = {}
+    for site, strategy in mapping.items():
+        if isinstance(strategy, str):
+            try:
+                strategy = parse_strategy(strategy)
+            except ValueError as err:
+                raise ValueError(f"variant '{label}', site '{site}': {err}") from None
+        if not isinstance(strategy, Strategy):
+            raise TypeError(
+                f"variant '{label}', site '{site}': a strategy must be a ppl.Strategy or "
+                f"its name as text, got {type(strategy).__name__}."
+            )
+        out[str(site)] = strategy
+    return out
+
+
+def _resolve_variants(objective: Any, variants: Mapping) -> dict[str, Expectation]:
+    """label -> Expectation, building strategy maps with the factory."""
+    if not isinstance(variants, Mapping):
+        raise TypeError(
+            f"variants must be a mapping from labels to strategy maps or Expectations, "
+            f"got {type(variants).__name__}."
+        )
+    if not variants:
+        raise ValueError("variants is empty: give at least one label -> strategy map.")
+    factory = None
+    if objective is not None and not isinstance(objective, Expectation):
+        if not callable(objective):
+            raise TypeError(
+                f"objective must be a ppl.Expectation or a factory make(strategies) -> "
+                f"ppl.Expectation, got {type(objective).__name__}."
+            )
+        factory = objective
+    out = {}
+    for label, variant in variants.items():
+        label = str(label)
+        if isinstance(variant, Expectation):
+            out[label] = variant
+            continue
+        if not isinstance(variant, Mapping):
+            raise TypeError(
+                f"variant '{label}' must be a strategy map (site name -> strategy) or a "
+                f"ppl.Expectation, got {type(variant).__name__}."
+            )
+        if factory is None:
+            raise TypeError(
+                f"variant '{label}' is a strategy map, but the objective is a fixed "
+                f"Expectation, whose strategies cannot change. Pass a factory instead, "
+                f"for example lambda strategies: ppl.objectives.elbo(model, guide, "
+                f"strategies=strategies)."
+            )
+        strategies = _strategy_map(label, variant)
+        built = _labelled(label, factory, strategies)
+        if not isinstance(built, Expectation):
+            raise TypeError(
+                f"variant '{label}': the objective factory returned "
+                f"{type(built).__name__}, not a ppl.Expectation (decorate the objective "
+                f"with @ppl.expectation, or use an objective from ppl.objectives)."
+            )
+        out[label] = built
+    return out
+
+
+def load_variants(path: str | os.PathLike) -> dict:
+    """Read variants from a JSON, TOML or Python file.
+
+    JSON and TOML map each label to a table ``{site: strategy name}`` with names as in
+    `parse_strategy`, for example ``{"mvd": {"c": "mvd"}, "baseline": {"c":
+    "baseline(reinforce, -3.0)"}}``. A Python file defines ``VARIANTS``, a dict of the
+    same shape whose strategies may also be `ppl.Strategy` objects (or whose values
+    may be whole Expectations); it is executed.
+
+    Raises:
+        ValueError: for an unknown suffix, a file that does not parse, or a value of the
+            wrong shape; OSError if it cannot be read.
+    """
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".json":
+        with open(path, encoding="utf-8") as file:
+            try:
+                variants = json.load(file)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} is not valid JSON: {err}") from None
+    elif suffix == ".toml":
+        with open(path, "rb") as file:
+            try:
+                variants = tomllib.load(file)
+            except tomllib.TOMLDecodeError as err:
+                raise ValueError(f"{path} is not valid TOML: {err}") from None
+    elif suffix == ".py":
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"variants file {path} does not exist.")
+        try:
+            namespace = runpy.run_path(path)
+        except Exception as err:  # the user's file raised while running
+            raise ValueError(f"running {path} failed: {type(err).__name__}: {err}") from None
+        if "VARIANTS" not in namespace:
+            raise ValueError(f"{path} defines no VARIANTS (label -> {{site: strategy}}).")
+        variants = namespace["VARIANTS"]
+    else:
+        raise ValueError(f"{path}: variants files are .json, .toml or .py, not {suffix!r}.")
+    if not isinstance(variants, Mapping) or not variants:
+        raise ValueError(f"{path} must map labels to {{site: strategy}} tables (none found).")
+    for label, variant in variants.items():
+        if not isinstance(variant, Mapping | Expectation):
+            raise ValueError(
+                f"{path}: variant '{label}' must be a table {{site: strategy}}, got "
+                f"{type(variant).__name__}."
+            )
+        if isinstance(variant, Mapping):
+            _strategy_map(str(label), variant)  # parse now: errors name file and site
+    return dict(variants)
+
+
+def load_problem(target: str) -> Problem:
+    """Import ``"module.path:attribute"`` and return the `Problem` it names.
+
+    The attribute is a `Problem`, or a function of no arguments returning one.
+
+    Raises:
+        ValueError: if the module cannot be imported, has no such attribute, or the
+            attribute is not (and does not return) a `Problem`.
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(
+            f"expected MODULE:ATTRIBUTE (like my_models.coins:problem), got {target!r}."
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            raise ValueError(
+                f"cannot import module '{module_name}' (no module named '{err.name}'); "
+                f"put its folder on PYTHONPATH or run from it."
+            ) from None
+        raise ValueError(f"importing module '{module_name}' failed: {err}") from None
+    except Exception as err:  # the user's module raised while importing
+        raise ValueError(
+            f"importing module '{module_name}' failed: {type(err).__name__}: {err}"
+        ) from None
+    found = module
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            raise ValueError(f"module '{module_name}' has no attribute '{attribute}'.")
+        found = getattr(found, part)
+    return _as_problem(found, f"{target}")
+
+
+def _as_problem(found: Any, where: str) -> Problem:
+    hint = (
+        "define problem = ppl.compare.Problem(objective=make, args=(params, ...)) with "
+        "make(strategies) -> ppl.Expectation, or a function of no arguments returning one"
+    )
+    if isinstance(found, Problem):
+        return found
+    if isinstance(found, Expectation):
+        raise ValueError(
+            f"{where} is an Expectation, but the command also needs its arguments: {hint}."
+        )
+    if callable(found):
+        try:
+            inspect.signature(found).bind()
+        except TypeError:
+            raise ValueError(f"{where} is a function that needs arguments: {hint}.") from None
+        except ValueError:  # no signature (a builtin): just try it
+            pass
+        problem = found()
+        if isinstance(problem, Problem):
+            return problem
+        raise ValueError(f"{where}() returned {type(problem).__name__}, not a Problem: {hint}.")
+    raise ValueError(f"{where} is of type {type(found).__name__}, not a Problem: {hint}.")
+
+
+def _labelled(label: str, fn: Callable, *args: Any) -> Any:
+    """``fn(*args)``, with the variant's label put in front of trace-time errors."""
+    try:
+        return fn(*args)
+    except (ValueError, TypeError) as err:
+        kind = ValueError if isinstance(err, ValueError) else TypeError
+        raise kind(f"variant '{label}': {err}") from err
