@@ -332,8 +332,11 @@ class _Score(Messenger):
 
 def _check_support(value: jax.Array, fn: Any, name: str) -> jax.Array:
     support = fn.support
-    if isinstance(support, constraints._Real) or not jnp.issubdtype(value.dtype, jnp.number):
-        return value
+    base = support
+    while isinstance(base, constraints._IndependentConstraint):  # real_vector, ...
+        base = base.base_constraint
+    if isinstance(base, constraints._Real) or not jnp.issubdtype(value.dtype, jnp.number):
+        return value  # every real value is in the support: nothing to check
     with jax.ensure_compile_time_eval():  # a concrete value is checked while tracing
         ok = jnp.all(support(value))
     message = (
