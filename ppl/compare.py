@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from ppl.adev import (
     Expectation,
 )
+from ppl.adev._expectation import typed_key
 from ppl.vi import fit
 
 __all__ = [
@@ -80,18 +81,6 @@ _TAIL = 2.0 * (1.0 - statistics.NormalDist().cdf(4.0))  # P(|Z| > 4), about 6.3e
 
 
 # --------------------------------------------------------------------- measuring
-
-
-def _typed_key(key: Any) -> jax.Array:
-    key = jnp.asarray(key)
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
-        return key
-    if key.shape == (2,) and key.dtype == jnp.uint32:
-        return jax.random.wrap_key_data(key)
-    raise TypeError(
-        f"compare: key must be one PRNG key (jax.random.key(0)), got an array of shape "
-        f"{key.shape} and dtype {key.dtype}."
-    )
 
 
 class _Setup:
@@ -396,7 +385,9 @@ def compare(
             )
     setup = _Setup(args)
     given = None if reference_label is not None else _flat_reference(reference, setup)
-    key_samples, key_reference, key_timing, key_train = jax.random.split(_typed_key(key), 4)
+    key_samples, key_reference, key_timing, key_train = jax.random.split(
+        typed_key(key, "compare"), 4
+    )
     keys = jax.random.split(key_samples, num_samples)
     timing_keys = jax.random.split(key_timing, timing_calls + 3)
 

@@ -11,19 +11,23 @@ import jax.numpy as jnp
 
 from ppl.adev._interpreter import Acc, finalize, run
 
-__all__ = ["Expectation", "expectation"]
+__all__ = ["Expectation", "expectation", "typed_key"]
 
 
-def _typed_key(key: Any) -> jax.Array:
+def typed_key(key: Any, where: str = "an expectation") -> jax.Array:
+    """``key`` as one typed PRNG key; raw ``uint32[2]`` keys are wrapped.
+
+    Raises:
+        TypeError: naming ``where``, if ``key`` is not one PRNG key.
+    """
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
         return key
     if key.shape == (2,) and key.dtype == jnp.uint32:
         return jax.random.wrap_key_data(key)
     raise TypeError(
-        f"the first argument of an expectation must be a PRNG key "
-        f"(jax.random.key(0) or jax.random.PRNGKey(0)), got an array of shape "
-        f"{key.shape} and dtype {key.dtype}."
+        f"{where}: the key must be one PRNG key (jax.random.key(0) or "
+        f"jax.random.PRNGKey(0)), got an array of shape {key.shape} and dtype {key.dtype}."
     )
 
 
@@ -49,7 +53,7 @@ class Expectation:
 
     # The transformation itself: trace, then re-evaluate under ADEV.
     def __call__(self, key: jax.Array, *args: Any) -> jax.Array:
-        key = _typed_key(key)
+        key = typed_key(key, repr(self))
         closed, out_tree = jax.make_jaxpr(self.fn, return_shape=True)(*args)
         outs = jax.tree.leaves(out_tree)
         if (

@@ -24,6 +24,7 @@ from jax import lax
 from jax.tree_util import keystr, tree_flatten_with_path
 from tqdm.auto import tqdm
 
+from ppl.adev._expectation import typed_key
 from ppl.vi._checkpoint import (
     CHECKPOINT_NAME,
     checkpoint_arrays,
@@ -330,18 +331,6 @@ def _check_positive(**values: Any) -> None:
             raise ValueError(f"fit: {name} must be a positive integer, got {value!r}.")
 
 
-def _typed_key(key: Any) -> jax.Array:
-    key = jnp.asarray(key)
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
-        return key
-    if key.shape == (2,) and key.dtype == jnp.uint32:
-        return jax.random.wrap_key_data(key)
-    raise TypeError(
-        f"fit: key must be one PRNG key (jax.random.key(0)), got an array of shape "
-        f"{key.shape} and dtype {key.dtype}."
-    )
-
-
 # ------------------------------------------------------------------------ checkpoints
 
 
@@ -496,7 +485,7 @@ def fit(
         _check_positive(checkpoint_every=checkpoint_every)
     if resume and checkpoint_dir is None:
         raise ValueError("fit: resume=True needs checkpoint_dir (where to look for it).")
-    key = _typed_key(key)
+    key = typed_key(key, "fit")
     data_mode, batch_size, num_batches = _check_data(data, batch_size)
     if data_mode in ("full", "minibatch"):  # on the device once, not once per chunk
         data = jax.tree.map(jnp.asarray, data)

@@ -130,7 +130,7 @@ def test_non_scalar_return():
 
 def test_bad_key():
     objective = ppl.expectation(lambda m: ppl.sample(dist.Normal(m, 1.0)))
-    with pytest.raises(TypeError, match="must be a PRNG key"):
+    with pytest.raises(TypeError, match="key must be one PRNG key"):
         objective.estimate(jnp.zeros(3), 0.0)
 
 
