@@ -154,14 +154,32 @@ def _strategy_of(msg: dict, strategies: Mapping | None) -> Strategy:
     return default_strategy(msg["fn"])
 
 
-class _Simulate(Messenger):
-    """Turn latent sample sites into ``ppl.sample`` sites; fill params and keys."""
+class _Runner(Messenger):
+    """Runs a program with ``numpyro.param`` from ``params`` and keys drawn through ppl."""
 
-    def __init__(self, fn, params, strategies, program):
+    def __init__(self, fn, params, program):
         self.params = params
-        self.strategies = strategies
         self.program = program
         super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] == "param":
+            msg["value"] = param_value(self.params, msg["name"], msg, self.program)
+        elif msg["type"] == "prng_key":
+            msg["value"] = _key()
+        else:
+            self.process_site(msg)
+
+    def process_site(self, msg):
+        raise NotImplementedError
+
+
+class _Simulate(_Runner):
+    """Turn latent sample sites into ``ppl.sample`` sites."""
+
+    def __init__(self, fn, params, strategies, program):
+        self.strategies = strategies
+        super().__init__(fn, params, program)
 
     def _draw(self, site):
         fn = site["fn"]
@@ -177,13 +195,9 @@ class _Simulate(Messenger):
             return fn.rsample(jax.random.wrap_key_data(key))
         return sample(fn, strategy, name=site["name"])
 
-    def process_message(self, msg):
+    def process_site(self, msg):
         kind = msg["type"]
-        if kind == "param":
-            msg["value"] = param_value(self.params, msg["name"], msg, self.program)
-        elif kind == "prng_key":
-            msg["value"] = _key()
-        elif kind == "sample" and not msg["is_observed"] and msg["value"] is None:
+        if kind == "sample" and not msg["is_observed"] and msg["value"] is None:
             msg["value"] = self._draw(msg)
         elif kind == "plate" and msg["value"] is None:  # subsampling draws its indices
             msg["kwargs"]["rng_key"] = _key()
@@ -279,15 +293,13 @@ def _check_strategies(strategies, trace, program):
         )
 
 
-class _Score(Messenger):
-    """Put the given choices at latent sites; fill params; check names and shapes."""
+class _Score(_Runner):
+    """Put the given choices at latent sites; check names, shapes and supports."""
 
     def __init__(self, fn, choices, params, program):
         self.choices = choices
-        self.params = params
-        self.program = program
         self.used: set = set()
-        super().__init__(fn)
+        super().__init__(fn, params, program)
 
     def _value(self, site):
         name = site["name"]
@@ -311,13 +323,9 @@ class _Score(Messenger):
             )
         return _check_support(value, fn, name)
 
-    def process_message(self, msg):
+    def process_site(self, msg):
         kind = msg["type"]
-        if kind == "param":
-            msg["value"] = param_value(self.params, msg["name"], msg, self.program)
-        elif kind == "prng_key":
-            msg["value"] = _key()
-        elif kind == "sample" and not msg["is_observed"] and msg["value"] is None:
+        if kind == "sample" and not msg["is_observed"] and msg["value"] is None:
             msg["value"] = self._value(msg)
         elif kind == "plate" and msg["value"] is None:
             if msg["name"] in self.choices:  # the guide's subsample, as NumPyro's replay
