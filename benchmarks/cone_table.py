@@ -62,16 +62,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import optax
 from _common import machine_info, replace_section
 from numpyro.infer import SVI, Predictive, RenyiELBO, TraceGraph_ELBO
 from tqdm import tqdm
 
 import ppl
+from ppl.quickstart import Z_OBSERVED, expressive_guide, log_joint, model, naive_guide
 
-OBSERVED_Z = 5.0
+OBSERVED_Z = Z_OBSERVED  # the quickstart's observation
 LEARNING_RATE = 1e-3
 DEFAULT_STEPS = 5000
 DEFAULT_EVAL_SAMPLES = 5000
@@ -93,39 +92,7 @@ DEFAULT_PLOT = SCRIPT_DIR.parent / "docs" / "img" / "cone_posteriors.png"
 # ------------------------------------------------------------------ model and guides
 
 
-def model(z: jax.Array) -> None:
-    """The noisy cone: ``x, y ~ Normal(0, 10)``, ``z ~ Normal(r, 0.1 + r/100)``."""
-    x = numpyro.sample("x", dist.Normal(0.0, 10.0))
-    y = numpyro.sample("y", dist.Normal(0.0, 10.0))
-    r = x**2 + y**2
-    numpyro.sample("z", dist.Normal(r, 0.1 + r / 100.0), obs=z)
-
-
-def naive_guide(z: jax.Array) -> None:
-    """Mean field: ``x ~ Normal(m1, exp(s1))``, ``y ~ Normal(m2, exp(s2))``."""
-    m1 = numpyro.param("m1", 0.0)
-    m2 = numpyro.param("m2", 0.0)
-    s1 = numpyro.param("s1", 0.0)
-    s2 = numpyro.param("s2", 0.0)
-    numpyro.sample("x", dist.Normal(m1, jnp.exp(s1)))
-    numpyro.sample("y", dist.Normal(m2, jnp.exp(s2)))
-
-
-def expressive_guide(z: jax.Array) -> None:
-    """Auxiliary variable ``u ~ Uniform(0, 1)``: a ring of radius ``sqrt(z)``."""
-    s1 = numpyro.param("s1", 0.0)
-    s2 = numpyro.param("s2", 0.0)
-    u = numpyro.sample("u", dist.Uniform(0.0, 1.0))
-    angle = 2.0 * jnp.pi * u
-    numpyro.sample("x", dist.Normal(jnp.sqrt(z) * jnp.cos(angle), jnp.exp(s1)))
-    numpyro.sample("y", dist.Normal(jnp.sqrt(z) * jnp.sin(angle), jnp.exp(s2)))
-
-
-def log_joint(x: jax.Array, y: jax.Array, z: float = OBSERVED_Z) -> jax.Array:
-    """``log p(x, y, z)`` on arrays of points (the unnormalized log posterior)."""
-    r = x**2 + y**2
-    prior = dist.Normal(0.0, 10.0)
-    return prior.log_prob(x) + prior.log_prob(y) + dist.Normal(r, 0.1 + r / 100.0).log_prob(z)
+# The model and both guides are the quickstart's (ppl/quickstart.py); here z is passed.
 
 
 # ------------------------------------------------------------------ the objectives

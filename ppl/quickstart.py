@@ -26,20 +26,20 @@ from tqdm.auto import tqdm
 
 import ppl
 
-__all__ = ["model", "naive_guide", "expressive_guide", "SETTINGS", "train", "evaluate", "main"]
+__all__ = ["model", "naive_guide", "expressive_guide", "log_joint", "train", "evaluate", "main"]
 
 Z_OBSERVED = 5.0
 
 
-def model():
-    """The noisy cone: the posterior over (x, y) is a thin ring of radius about √5."""
+def model(z=Z_OBSERVED):
+    """The noisy cone: the posterior over (x, y) is a thin ring of radius about √z."""
     x = numpyro.sample("x", dist.Normal(0.0, 10.0))
     y = numpyro.sample("y", dist.Normal(0.0, 10.0))
     r = x**2 + y**2
-    numpyro.sample("z", dist.Normal(r, 0.1 + r / 100.0), obs=Z_OBSERVED)
+    numpyro.sample("z", dist.Normal(r, 0.1 + r / 100.0), obs=z)
 
 
-def naive_guide():
+def naive_guide(z=Z_OBSERVED):
     """Mean-field Normal guide over (x, y): parameters m1, m2, s1, s2."""
     m1, m2 = numpyro.param("m1", 0.0), numpyro.param("m2", 0.0)
     s1, s2 = numpyro.param("s1", 0.0), numpyro.param("s2", 0.0)
@@ -47,14 +47,21 @@ def naive_guide():
     numpyro.sample("y", dist.Normal(m2, jnp.exp(s2)))
 
 
-def expressive_guide():
+def expressive_guide(z=Z_OBSERVED):
     """Auxiliary-variable guide: an angle u, then (x, y) near the circle of radius √z."""
     s1, s2 = numpyro.param("s1", 0.0), numpyro.param("s2", 0.0)
     u = numpyro.sample("u", dist.Uniform(0.0, 1.0))
     angle = 2.0 * jnp.pi * u
-    radius = jnp.sqrt(Z_OBSERVED)
+    radius = jnp.sqrt(z)
     numpyro.sample("x", dist.Normal(radius * jnp.cos(angle), jnp.exp(s1)))
     numpyro.sample("y", dist.Normal(radius * jnp.sin(angle), jnp.exp(s2)))
+
+
+def log_joint(x, y, z=Z_OBSERVED):
+    """``log p(x, y, z)`` on arrays of points (the unnormalized log posterior)."""
+    r = x**2 + y**2
+    prior = dist.Normal(0.0, 10.0)
+    return prior.log_prob(x) + prior.log_prob(y) + dist.Normal(r, 0.1 + r / 100.0).log_prob(z)
 
 
 class Setting(NamedTuple):
@@ -96,9 +103,6 @@ def _settings() -> list[Setting]:
             -7.33,
         ),
     ]
-
-
-SETTINGS = _settings
 
 
 def train(key, objective, params, *, samples_per_step, num_steps, learning_rate=1e-3):
@@ -148,12 +152,7 @@ def plot(path, key, results, num_samples=2000):
 
     grid = np.linspace(-4, 4, 300)
     gx, gy = np.meshgrid(grid, grid)
-    r = gx**2 + gy**2
-    log_post = (
-        -(gx**2 + gy**2) / 200.0
-        - 0.5 * ((Z_OBSERVED - r) / (0.1 + r / 100.0)) ** 2
-        - np.log(0.1 + r / 100.0)
-    )
+    log_post = np.asarray(log_joint(jnp.asarray(gx), jnp.asarray(gy)))
     shown = [("ELBO", naive_guide), ("DIWHVI (n = 5, m = 5)", expressive_guide)]
     fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4.6), sharey=True)
     for ax, (label, guide) in zip(axes, shown):
