@@ -175,7 +175,7 @@ def time_gradients(config: dict, split, repeats: int = 50) -> dict:
     return {"ppl_grad_s": ppl_s, "jax_grad_s": jax_s, "grad_ratio": ppl_s / jax_s}
 
 
-def ppl_epoch(config: dict, split):
+def ppl_epoch(config: dict, split, nan_guard: bool = True):
     """One epoch through ``ppl.fit`` (the objective of ``models.mult_vae``)."""
     objective = mult_vae.annealed_elbo(config["keep_prob"])
     optimizer = optax.adam(config["learning_rate"])
@@ -197,6 +197,7 @@ def ppl_epoch(config: dict, split):
             optimizer=optimizer,
             num_steps=steps,
             data=batches,
+            nan_guard=nan_guard,
             progress=False,
         )
         return jax.block_until_ready(result.params)
@@ -209,8 +210,9 @@ def time_epochs(config: dict, split, repeats: int) -> dict:
         jax.random.key(0), split.num_items, config["hidden"], config["latent"]
     )
     runs = {
-        "ppl": ppl_epoch(config, split),
+        "ppl": ppl_epoch(config, split, nan_guard=False),
         "jax": hand_written_epoch(config, split),
+        "ppl_guarded": ppl_epoch(config, split),
         "jax_guarded": hand_written_epoch(config, split, guard=True),
     }
     for run in runs.values():  # compile
@@ -223,7 +225,7 @@ def time_epochs(config: dict, split, repeats: int) -> dict:
             times[name].append(time.perf_counter() - start)
     out = {f"{name}_epoch_s": float(np.median(values)) for name, values in times.items()}
     out["ratio"] = out["ppl_epoch_s"] / out["jax_epoch_s"]
-    out["ratio_vs_guarded"] = out["ppl_epoch_s"] / out["jax_guarded_epoch_s"]
+    out["ratio_guarded"] = out["ppl_guarded_epoch_s"] / out["jax_guarded_epoch_s"]
     out["repeats"] = repeats
     out["steps_per_epoch"] = split.train.shape[0] // config["batch_size"]
     return {**out, **time_gradients(config, split)}
@@ -259,12 +261,12 @@ def markdown(table: dict, timing: dict | None, label: str) -> str:
             "|---|---|---|---|",
             f"| one minibatch gradient | {timing['ppl_grad_s'] * 1e3:.2f} ms | "
             f"{timing['jax_grad_s'] * 1e3:.2f} ms | {timing['grad_ratio']:.3f} |",
-            f"| one epoch ({timing['steps_per_epoch']} updates), plain JAX loop | "
-            f"{timing['ppl_epoch_s'] * 1e3:.0f} ms | {timing['jax_epoch_s'] * 1e3:.0f} ms | "
-            f"{timing['ratio']:.3f} |",
-            f"| one epoch, JAX loop with the same NaN guard as ppl.fit | "
-            f"{timing['ppl_epoch_s'] * 1e3:.0f} ms | {timing['jax_guarded_epoch_s'] * 1e3:.0f} ms "
-            f"| {timing['ratio_vs_guarded']:.3f} |",
+            f"| one epoch ({timing['steps_per_epoch']} updates): `ppl.fit(nan_guard=False)` "
+            f"against a plain JAX loop | {timing['ppl_epoch_s'] * 1e3:.0f} ms | "
+            f"{timing['jax_epoch_s'] * 1e3:.0f} ms | {timing['ratio']:.3f} |",
+            f"| one epoch: `ppl.fit` (NaN guard on, the default) against a JAX loop with "
+            f"the same guard | {timing['ppl_guarded_epoch_s'] * 1e3:.0f} ms | "
+            f"{timing['jax_guarded_epoch_s'] * 1e3:.0f} ms | {timing['ratio_guarded']:.3f} |",
         ]
     return "\n".join(lines)
 

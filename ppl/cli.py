@@ -144,8 +144,10 @@ def _zoo(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown zoo model '{args.name}' (available: {available}).")
         entry = registry[args.name]
         config = dict(entry.default_config)
-        for setting in args.set or []:
-            key, value = _parse_setting(setting)
+        settings = [_parse_setting(setting) for setting in args.set or []]
+        if args.estimator is not None:
+            settings.append(("estimator", args.estimator))
+        for key, value in settings:
             if key not in config:
                 raise ValueError(
                     f"'{key}' is not a setting of {args.name} (settings: {', '.join(config)})."
@@ -244,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", help="output folder (default: ppl-zoo-NAME)")
         sub.add_argument("--data", help="a local copy of the model's real data set")
         sub.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting")
+        sub.add_argument(
+            "--estimator",
+            metavar="NAME",
+            help="shorthand for --set estimator=NAME (models with an 'estimator' setting)",
+        )
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--debug", action="store_true", help="show tracebacks")
         sub.set_defaults(run=_zoo)

@@ -52,6 +52,16 @@ def test_list_train_and_eval(toy, tmp_path, capsys):
     assert toy[-1] == ("eval", "weights")
 
 
+def test_estimator_is_shorthand_for_set_estimator(toy, monkeypatch, tmp_path):
+    entry = models.REGISTRY["toy"]
+    config = {**entry.default_config, "estimator": "reinforce"}
+    monkeypatch.setitem(models.REGISTRY, "toy", entry.__class__(**{**entry.__dict__,
+                        "default_config": config}))  # fmt: skip
+    argv = ["zoo", "train", "toy", "--out", str(tmp_path), "--estimator", "mvd"]
+    assert cli.main(argv) == 0
+    assert toy[-1][2]["estimator"] == "mvd"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -59,6 +69,7 @@ def test_list_train_and_eval(toy, tmp_path, capsys):
         (["zoo", "train", "toy", "--set", "nope=1"], "'nope' is not a setting of toy"),
         (["zoo", "train", "toy", "--set", "size"], "--set expects KEY=VALUE"),
         (["zoo", "train", "toy", "--data", "/no/such/file"], "/no/such/file: no such file"),
+        (["zoo", "train", "toy", "--estimator", "mvd"], "'estimator' is not a setting of toy"),
     ],
 )
 def test_bad_input_is_one_line(toy, tmp_path, capsys, argv, message):

@@ -10,6 +10,7 @@ with bitwise-identical results.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -134,6 +135,7 @@ class _Config(NamedTuple):
     num_samples: int
     chunk_size: int
     max_bad_steps: int
+    nan_guard: bool
     data_mode: str  # "none", "full", "minibatch" or "iterator"
     batch_size: int
     num_batches: int  # minibatches per epoch
@@ -175,22 +177,35 @@ def _nan() -> jax.Array:
     return jnp.full((), jnp.nan, jnp.result_type(float))
 
 
-def _step(config, key_steps, state, static_params, objective_args):
-    """One guarded optimizer step; returns the new state and the objective estimate."""
+def _step(config, key_steps, state, static_params, objective_args, active=True):
+    """One guarded optimizer step; returns the new state and the objective estimate.
+
+    A step that is not ``active`` (a traced flag) leaves the state as it is and returns
+    NaN. Folding that into the guard's select, rather than a ``lax.cond`` around the
+    step, spares XLA a copy of the parameters and optimizer state every step.
+    """
     step_key = jax.random.fold_in(key_steps, state.step)
 
     def negated(trainable):
         params = eqx.combine(trainable, static_params)
-        keys = jax.random.split(step_key, config.num_samples)
-        values = jax.vmap(lambda key: config.objective(key, params, *objective_args))(keys)
-        value = jnp.mean(values)
+        if config.num_samples == 1:  # no vmap: a batch axis of one can cost XLA layouts
+            value = config.objective(step_key, params, *objective_args)
+        else:
+            keys = jax.random.split(step_key, config.num_samples)
+            values = jax.vmap(lambda key: config.objective(key, params, *objective_args))(keys)
+            value = jnp.mean(values)
         return -value, value
 
     (_, value), grads = jax.value_and_grad(negated, has_aux=True)(state.trainable)
-    leaf_finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-    grads_finite = jnp.all(leaf_finite)
-    ok = grads_finite & jnp.isfinite(value)
-    bad_leaf = jnp.where(grads_finite, -1, jnp.argmin(leaf_finite)).astype(jnp.int32)
+    if config.nan_guard:
+        leaf_finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+        grads_finite = jnp.all(leaf_finite)
+        finite = grads_finite & jnp.isfinite(value)
+        bad_leaf = jnp.where(grads_finite, -1, jnp.argmin(leaf_finite)).astype(jnp.int32)
+    else:  # no check and, with ``active`` a Python True, no select for XLA to run
+        finite, bad_leaf = jnp.asarray(True), jnp.asarray(-1, jnp.int32)
+    ok = finite & active
+    bad = ~finite & active
 
     updates, new_opt_state = config.optimizer.update(grads, state.opt_state, state.trainable)
     new_trainable = optax.apply_updates(state.trainable, updates)
@@ -198,22 +213,22 @@ def _step(config, key_steps, state, static_params, objective_args):
     def keep_if_bad(new, old):
         return jnp.where(ok, new, old).astype(jnp.result_type(old))
 
-    consecutive = jnp.where(ok, 0, state.consecutive + 1)
-    run_begins = ~ok & (state.consecutive == 0)
-    first_ever = ~ok & (state.first_bad_step < 0)
+    consecutive = jnp.where(ok, 0, state.consecutive + bad.astype(jnp.int32))
+    run_begins = bad & (state.consecutive == 0)
+    first_ever = bad & (state.first_bad_step < 0)
     new_state = _State(
         trainable=jax.tree.map(keep_if_bad, new_trainable, state.trainable),
         opt_state=jax.tree.map(keep_if_bad, new_opt_state, state.opt_state),
-        step=state.step + 1,
-        num_bad=state.num_bad + (~ok).astype(jnp.int32),
+        step=state.step + jnp.asarray(active, jnp.int32),
+        num_bad=state.num_bad + bad.astype(jnp.int32),
         first_bad_step=jnp.where(first_ever, state.step, state.first_bad_step),
         first_bad_leaf=jnp.where(first_ever, bad_leaf, state.first_bad_leaf),
         consecutive=consecutive,
         run_start_step=jnp.where(run_begins, state.step, state.run_start_step),
         run_start_leaf=jnp.where(run_begins, bad_leaf, state.run_start_leaf),
-        stopped=consecutive >= config.max_bad_steps,
+        stopped=state.stopped | (consecutive >= config.max_bad_steps),
     )
-    return new_state, value
+    return new_state, jnp.where(active, value, jnp.nan)
 
 
 def _permutation(key_data, epoch, size):
@@ -262,16 +277,64 @@ def _run_chunk(config, key, state, num_active, static_params, data, args):
     return state, values
 
 
-@eqx.filter_jit
-def _run_one(config, key, state, static_params, batch, args):
+def _one_step(config, key, state, static_params, batch, args):
     """One step on a batch from an iterator (``data_mode == "iterator"``)."""
     key_steps, _ = jax.random.split(key)
+    active = ~state.stopped if config.nan_guard else True
+    state, value = _step(config, key_steps, state, static_params, (batch, *args), active)
+    return state, value.astype(jnp.result_type(float))
 
-    def active_step(state):
-        state, value = _step(config, key_steps, state, static_params, (batch, *args))
-        return state, value.astype(jnp.result_type(float))
 
-    return lax.cond(state.stopped, lambda s: (s, _nan()), active_step, state)
+_run_one = eqx.filter_jit(_one_step)
+
+
+class _Static:
+    """The hashable, non-array part of a step's inputs: a `jax.jit` static argument."""
+
+    def __init__(self, config: _Config, tree: Any):
+        self.config = config
+        self.leaves, self.treedef = jax.tree.flatten(tree)
+        self._hash = hash((config, self.treedef, tuple(self.leaves)))  # TypeError: unhashable
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Static)
+            and self.config == other.config
+            and self.treedef == other.treedef
+            and all(a is b or a == b for a, b in zip(self.leaves, other.leaves))
+        )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_one_fast(static, key, state, arrays, batch):
+    """`_one_step` under plain `jax.jit`, whose dispatch costs far less per call than
+    `eqx.filter_jit`'s; that matters when every step is a call of its own."""
+    static_params, args = eqx.combine(arrays, jax.tree.unflatten(static.treedef, static.leaves))
+    return _one_step(static.config, key, state, static_params, batch, args)
+
+
+def _fast_stepper(config: _Config, static_params: Any, args: tuple) -> Callable | None:
+    """A ``step(key, state, batch)`` on the fast path, or None where it does not apply.
+
+    Arrays in the static parameters and extra arguments are traced, everything else is
+    static, as under `eqx.filter_jit`; the path applies when that static rest hashes.
+    A batch that is not all arrays still goes through `_run_one`.
+    """
+    arrays, rest = eqx.partition((static_params, args), eqx.is_array)
+    try:
+        static = _Static(config, rest)
+    except TypeError:
+        return None
+
+    def step(key, state, batch):
+        if all(eqx.is_array(leaf) for leaf in jax.tree.leaves(batch)):
+            return _run_one_fast(static, key, state, arrays, batch)
+        return _run_one(config, key, state, static_params, batch, args)
+
+    return step
 
 
 # ----------------------------------------------------------------------------- checks
@@ -384,6 +447,7 @@ def fit(
     checkpoint_every: int | None = None,
     resume: bool = False,
     max_bad_steps: int = 20,
+    nan_guard: bool = True,
     progress: bool = True,
 ) -> FitResult:
     """Maximize an expected objective over ``params`` with an optax optimizer.
@@ -434,6 +498,11 @@ def fit(
         resume: load the checkpoint in ``checkpoint_dir`` if there is one (its key
             takes precedence over ``key``) and continue to ``num_steps`` steps.
         max_bad_steps: stop after this many consecutive non-finite steps.
+        nan_guard: skip steps whose objective estimate or gradient is not finite
+            (the default). ``False`` drops the check and the select over parameters
+            and optimizer state that it needs, for speed on large models; a
+            non-finite step then corrupts the parameters, and fit raises at the end
+            of that chunk without checkpointing them.
         progress: show a tqdm progress bar with the mean objective of the last chunk.
 
     Returns:
@@ -523,6 +592,7 @@ def fit(
         num_samples=int(num_samples),
         chunk_size=int(chunk_size),
         max_bad_steps=int(max_bad_steps),
+        nan_guard=bool(nan_guard),
         data_mode=data_mode,
         batch_size=batch_size,
         num_batches=num_batches,
@@ -536,6 +606,7 @@ def fit(
     step = int(state.step)
     chunks = [history]
     batches = _iterate_batches(data) if data_mode == "iterator" else None
+    fast = _fast_stepper(config, static_params, args) if data_mode == "iterator" else None
     exhausted = False
     with tqdm(
         total=num_steps, initial=min(step, num_steps), unit="step", disable=not progress
@@ -544,7 +615,7 @@ def fit(
             length = min(chunk_size, num_steps - step, every - step % every)
             if data_mode == "iterator":
                 state, values, exhausted = _run_iterator_chunk(
-                    config, key, state, static_params, batches, args, length
+                    config, key, state, static_params, batches, args, length, fast
                 )
             else:
                 state, values = _run_chunk(
@@ -561,6 +632,17 @@ def fit(
                     postfix["bad steps"] = int(state.num_bad)
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(done)
+            if not nan_guard and not _all_finite(state.trainable):
+                raise FloatingPointError(
+                    f"fit: the parameters became non-finite between steps {step - done} and "
+                    f"{step} with nan_guard=False. Run with nan_guard=True (the default) to "
+                    f"skip such steps and find where they start"
+                    + (
+                        f"; the checkpoint in {checkpoint_dir} is from before them."
+                        if checkpoint_dir is not None
+                        else "."
+                    )
+                )
             if bool(state.stopped):
                 history = np.concatenate(chunks)
                 save(state, history)
@@ -580,6 +662,10 @@ def fit(
     return result
 
 
+def _all_finite(tree: Any) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
+
+
 def _iterate_batches(data: Any) -> Iterator:
     """Batches from ``data``: a one-shot iterator once, a re-iterable over and over."""
     if isinstance(data, Iterator):
@@ -594,7 +680,7 @@ def _iterate_batches(data: Any) -> Iterator:
             raise ValueError("fit: data is an empty iterable (it yields no batches).")
 
 
-def _run_iterator_chunk(config, key, state, static_params, batches, args, length):
+def _run_iterator_chunk(config, key, state, static_params, batches, args, length, fast=None):
     """Up to ``length`` single jitted steps on batches drawn from ``batches``."""
     values, exhausted = [], False
     for _ in range(length):
@@ -603,7 +689,10 @@ def _run_iterator_chunk(config, key, state, static_params, batches, args, length
         except StopIteration:
             exhausted = True
             break
-        state, value = _run_one(config, key, state, static_params, batch, args)
+        if fast is not None:
+            state, value = fast(key, state, batch)
+        else:
+            state, value = _run_one(config, key, state, static_params, batch, args)
         values.append(value)
     return state, jnp.stack(values) if values else jnp.zeros((0,)), exhausted
 

@@ -159,6 +159,45 @@ def test_iterator_data():
     assert short.num_steps == 50 and short.history.shape == (50,)
 
 
+def test_iterator_fast_path_equals_the_filter_jit_path(monkeypatch):
+    """Array batches take a plain `jax.jit` step; the result is bitwise the same."""
+    x, y = _regression_data()
+    params = {"w_loc": jnp.zeros(3), "w_log_scale": jnp.zeros(3)}
+    batches = [(x[i : i + 10], y[i : i + 10]) for i in range(0, 240, 10)]
+    kwargs = {"optimizer": optax.adam(0.05), "progress": False, "chunk_size": 7}
+
+    def run():
+        return fit(jax.random.key(3), regression_elbo, params, 240, data=iter(batches * 2),
+                   num_steps=30, **kwargs)  # fmt: skip
+
+    fast = run()
+    calls = []
+    original = _fit._run_one_fast
+    monkeypatch.setattr(_fit, "_run_one_fast", lambda *a: calls.append(1) or original(*a))
+    run()
+    assert len(calls) == 30  # the fast path was the one taken
+    monkeypatch.setattr(_fit, "_fast_stepper", lambda *a: None)
+    slow = run()
+    for a, b in zip(jax.tree.leaves((fast.params, fast.opt_state, fast.history)),
+                    jax.tree.leaves((slow.params, slow.opt_state, slow.history))):  # fmt: skip
+        assert np.array_equal(a, b)
+
+
+def test_iterator_data_stops_after_max_bad_steps_within_a_chunk():
+    def objective(key, params, batch):  # NaN once w > 1
+        return params["w"] * batch + 0.0 * jnp.sqrt(1.0 - params["w"])
+
+    batches = iter([jnp.asarray(1.0)] * 100)
+    with pytest.raises(FloatingPointError, match=r"3 consecutive.*step 4") as info:
+        fit(jax.random.key(0), objective, {"w": jnp.asarray(0.0)}, optimizer=optax.sgd(0.3),
+            num_steps=100, chunk_size=50, max_bad_steps=3, data=batches,
+            progress=False)  # fmt: skip
+    last_good = info.value.last_good
+    assert last_good.num_steps == 7 and last_good.num_bad_steps == 3
+    assert last_good.params["w"] == pytest.approx(1.2)
+    assert np.all(np.isnan(last_good.history[4:])) and last_good.history.shape == (7,)
+
+
 def test_equinox_module_params():
     model = eqx.nn.MLP(1, 1, width_size=4, depth=1, activation=jnp.tanh, key=jax.random.key(1))
     x = jnp.linspace(-1.0, 1.0, 32)[:, None]
@@ -204,6 +243,23 @@ def test_nan_steps_are_skipped_counted_and_reported():
     for a, b in zip(jax.tree.leaves((before.params, before.opt_state)),
                     jax.tree.leaves((after.params, after.opt_state))):  # fmt: skip
         assert np.array_equal(a, b)
+
+
+def test_without_the_nan_guard_the_result_is_the_same_and_a_nan_step_raises(tmp_path):
+    kwargs = {"optimizer": optax.adam(0.05), "chunk_size": 4, "progress": False}
+    guarded = fit(jax.random.key(2), conjugate_elbo, PARAMS, Y, num_steps=20, **kwargs)
+    unguarded = fit(jax.random.key(2), conjugate_elbo, PARAMS, Y, num_steps=20,
+                    nan_guard=False, **kwargs)  # fmt: skip
+    for a, b in zip(jax.tree.leaves(guarded.params), jax.tree.leaves(unguarded.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    params = {"a": jnp.asarray(0.5), "b": jnp.asarray(0.0)}
+    with pytest.raises(FloatingPointError, match=r"non-finite between steps \d+ and \d+ with "
+                       r"nan_guard=False.*checkpoint in"):  # fmt: skip
+        fit(jax.random.key(0), sometimes_nan, params, num_steps=300, nan_guard=False,
+            checkpoint_dir=tmp_path, **kwargs)  # fmt: skip
+    with np.load(tmp_path / "checkpoint.npz") as saved:
+        assert int(saved["step"]) > 0
+        assert all(np.all(np.isfinite(saved[f"params/{i}"])) for i in range(2))
 
 
 def test_a_non_finite_objective_with_finite_gradients_is_reported_as_such():

@@ -214,6 +214,5 @@ def test_reproduction_targets(tmp_path):
     assert vae >= table["EASE"]["ndcg@100"] - 0.01
     assert vae >= table["Mult-DAE"]["ndcg@100"] - 0.01
     assert vae < table["oracle"]["ndcg@100"]
-    # the gradient itself is at parity; the epoch ratio (ppl.fit per-step overhead) is
-    # reported in the JSON and on the docs page, not asserted (see the page)
-    assert record["timing"]["grad_ratio"] <= 1.05
+    # the timing ratios are in the JSON and on the docs page: speed targets live in the
+    # benchmark, never in timed tests
