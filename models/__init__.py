@@ -10,3 +10,4 @@ from models._registry import register as register
 __all__ = ["REGISTRY", "ZooModel", "register"]
 from models import mult_vae as mult_vae  # noqa: F401
 from models import ard_vae as ard_vae  # noqa: F401
+from models import fbm_sde as fbm_sde  # noqa: F401
