@@ -11,3 +11,4 @@ __all__ = ["REGISTRY", "ZooModel", "register"]
 from models import mult_vae as mult_vae  # noqa: F401
 from models import ard_vae as ard_vae  # noqa: F401
 from models import fbm_sde as fbm_sde  # noqa: F401
+from models import pv_rnn as pv_rnn  # noqa: F401

@@ -1,0 +1,215 @@
+"""PV-RNN zoo model: data, metrics on hand-made cases, the KL, error regression, a tiny run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import models
+from models import pv_rnn
+from ppl import cli
+
+TINY = {
+    **pv_rnn.DEFAULT_CONFIG,
+    "num_train": 4,
+    "num_test": 3,
+    "length": 48,
+    "test_length": 40,
+    "period": 8,
+    "hidden": [6, 3],
+    "latent": [1, 1],
+    "num_steps": 30,
+    "er_window": 4,
+    "er_horizon": 3,
+    "er_iterations": 3,
+    "er_first_iterations": 5,
+    "generate_sequences": 2,
+    "generate_length": 40,
+}
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def test_sequences_follow_the_state_machine():
+    seqs = pv_rnn.lissajous_sequences(0, 40, 16 * 30, period=16, noise=0.0)
+    cycles = seqs.labels[:, ::16]
+    assert np.all(cycles[:, 0] == 0)
+    after_a = cycles[:, 1:][cycles[:, :-1] == 0]
+    after_bc = cycles[:, 1:][cycles[:, :-1] > 0]
+    assert np.all(after_bc == 0) and np.all(after_a > 0)
+    # P(B | A) = 0.7 within 4 standard errors
+    share = np.mean(after_a == 1)
+    assert abs(share - 0.7) < 4 * np.sqrt(0.21 / after_a.size)
+    shapes = pv_rnn.templates(16)
+    np.testing.assert_allclose(seqs.x, seqs.clean)
+    np.testing.assert_allclose(seqs.x[:, :16], np.broadcast_to(shapes[0], (40, 16, 2)))
+    np.testing.assert_allclose(shapes[:, 0], 0.0, atol=1e-7)  # all start at the origin
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="--data"):
+        pv_rnn.load_data(TINY, Path("x.csv"))
+    with pytest.raises(ValueError, match="one entry per layer"):
+        pv_rnn.taus_of({**TINY, "tau": [2.0]})
+    with pytest.raises(ValueError, match="meta-prior"):
+        pv_rnn.layer_weights([0.1, 0.2, 0.3], 2)
+    with pytest.raises(ValueError, match="period"):
+        pv_rnn.templates(2)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_classify_and_transition_statistics_hand_made():
+    shapes = pv_rnn.templates(8)
+    trajectory = np.concatenate([shapes[0], shapes[1], shapes[0], shapes[2], 0.9 + shapes[0]])
+    trajectory = np.concatenate([trajectory, shapes[0][:1]])  # room for the last shift
+    labels = pv_rnn.classify_cycles(trajectory, 8)
+    np.testing.assert_array_equal(labels, [0, 1, 0, 2, -1])
+    counts = pv_rnn.transition_counts([labels])
+    np.testing.assert_array_equal(counts[0], [0, 1, 1, 0])
+    np.testing.assert_array_equal(counts[1], [1, 0, 0, 0])
+    np.testing.assert_array_equal(counts[2], [0, 0, 0, 1])
+    # row A: |0.5-0.7| + |0.5-0.3| -> 0.2; row B: 0; row C: all malformed -> 1
+    assert pv_rnn.total_variation(counts) == pytest.approx((0.2 + 0.0 + 1.0) / 3)
+    assert pv_rnn.total_variation(np.zeros((3, 4))) == 1.0
+
+
+def test_classify_follows_a_phase_slip():
+    shapes = pv_rnn.templates(8)
+    trajectory = np.concatenate([shapes[0], shapes[0][:1], shapes[1], shapes[0], shapes[0][:2]])
+    np.testing.assert_array_equal(pv_rnn.classify_cycles(trajectory, 8), [0, 1, 0])
+
+
+def test_branch_prior_scale_selects_the_steps_after_a():
+    labels = np.array([[0, 0, 1, 1, 0, 0, 2, 2]])
+    phase = np.array([[0, 1, 0, 1, 0, 1, 0, 1]])
+    log_scales = [np.log(np.array([[[9.0], [1.0], [3.0], [3.0], [1.0], [1.0], [5.0], [5.0]]]))]
+    branch, inside = pv_rnn.branch_prior_scale(log_scales, labels, phase)
+    assert branch == pytest.approx(4.0) and inside == pytest.approx(1.0)
+
+
+def test_gaussian_kl_matches_monte_carlo():
+    loc_q, log_q, loc_p, log_p = 0.3, -0.4, -0.2, 0.25
+    z = loc_q + np.exp(log_q) * np.random.default_rng(0).standard_normal(400_000)
+    log_ratio = (
+        -log_q
+        - 0.5 * ((z - loc_q) / np.exp(log_q)) ** 2
+        + log_p
+        + 0.5 * ((z - loc_p) / np.exp(log_p)) ** 2
+    )
+    exact = float(pv_rnn.gaussian_kl(jnp.array([loc_q]), log_q, loc_p, log_p))
+    error = log_ratio.std() / np.sqrt(z.size)
+    assert abs(log_ratio.mean() - exact) < 4 * error
+
+
+# ----------------------------------------------------------------- model and training
+
+
+def _tiny_model():
+    data = pv_rnn.load_data(TINY, None)
+    params = pv_rnn.init_pvrnn(jax.random.key(0), TINY, 4, 48)
+    return data, params
+
+
+def test_gradient_reaches_adaptive_vectors_only_through_errors_and_kl():
+    data, params = _tiny_model()
+    objective = pv_rnn.pvrnn_objective(pv_rnn.taus_of(TINY))
+    weights = pv_rnn.layer_weights(0.0, 2)
+    x = jnp.asarray(data.train.x)
+    gradient = jax.jit(jax.grad(objective, argnums=1))  # traced once for both calls
+    grads = gradient(jax.random.key(1), params, x, weights)
+    # with w = 0 only the prediction error drives A; sequence n's error moves only A[n]
+    x_other = x.at[1:].set(0.0)
+    grads_other = gradient(jax.random.key(1), params, x_other, weights)
+    first = [g[0] for g in grads["adaptive"]]
+    first_other = [g[0] for g in grads_other["adaptive"]]
+    for a, b in zip(first, first_other):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert any(float(jnp.abs(g).max()) > 0 for g in first)
+
+
+def test_adaptive_vectors_start_at_the_prior():
+    taus = pv_rnn.taus_of(TINY)
+    net = pv_rnn.init_network(jax.random.key(0), [6, 3], [1, 1])
+    # nonzero biases, so the prior-mean run is not identically zero
+    keys = iter(jax.random.split(jax.random.key(1), 8))
+    for layer in net["layers"]:
+        layer["b"] = jax.random.normal(next(keys), layer["b"].shape)
+        layer["b_prior"] = jax.random.normal(next(keys), layer["b_prior"].shape)
+    params = {"net": net, "adaptive": pv_rnn.init_adaptive(net, taus, 4, 48)}
+    # A = the prior's pre-activations along a prior-mean run: running the posterior means
+    # retraces that run, so q = p at every step (the prior's log σ equals A_σ).
+    _, log_scales = pv_rnn.posterior_means(params, taus, jnp.zeros((4, 48, 2)))
+    for adaptive, log_scale in zip(params["adaptive"], log_scales):
+        latent = log_scale.shape[-1]
+        np.testing.assert_allclose(log_scale, adaptive[..., latent:], atol=1e-5)
+        np.testing.assert_allclose(adaptive[:, 0], 0.0)  # N(0, I) at the first step
+        assert float(jnp.abs(adaptive[:, 1:]).max()) > 0.1
+
+
+def test_error_regression_lowers_the_window_loss_and_does_not_recompile():
+    data, params = _tiny_model()
+    taus = pv_rnn.taus_of(TINY)
+    x = jnp.asarray(data.test.x)
+    kwargs = dict(taus=taus, window=4, horizon=3, iterations=10, first_iterations=10)
+    weights = pv_rnn.layer_weights(0.01, 2)
+    predictions, losses = pv_rnn.error_regression(
+        jax.random.key(0), params["net"], x, weights, 0.05, **kwargs
+    )
+    assert predictions.shape == (3, 40 - 3 - 4 + 1, 3, 2)
+    assert float(jnp.mean(losses[:, 1])) < float(jnp.mean(losses[:, 0]))
+    with jax.log_compiles():
+        import logging
+
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logging.getLogger("jax").addHandler(handler)
+        try:
+            pv_rnn.error_regression(jax.random.key(1), params["net"], x, weights, 0.02, **kwargs)
+        finally:
+            logging.getLogger("jax").removeHandler(handler)
+    assert not [r for r in records if "error_regression" in r.getMessage()]
+
+
+def test_smoke_train_and_evaluate(tmp_path):
+    entry = models.REGISTRY["pv_rnn"]
+    data = entry.load_data(TINY, None)
+    trained = entry.train(jax.random.key(0), data, TINY, tmp_path)
+    for name in ("recon_mse", "tv_distance", "sigma_branch", "er_mse", "vrnn_mse"):
+        assert np.isfinite(trained[name]), name
+    assert (tmp_path / "params.npz").exists() and (tmp_path / "generated.png").exists()
+    assert trained == pytest.approx(entry.evaluate(jax.random.key(0), data, TINY, tmp_path))
+
+
+def test_cli_rejects_unknown_setting(tmp_path, capsys):
+    code = cli.main(["zoo", "train", "pv_rnn", "--out", str(tmp_path), "--set", "nope=1"])
+    assert code == 2
+    assert "not a setting of pv_rnn" in capsys.readouterr().err
+    code = cli.main(["zoo", "train", "pv_rnn", "--out", str(tmp_path), "--set", "tau=[2]"])
+    assert code == 2
+    assert "one entry per layer" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- accuracy
+
+
+@pytest.mark.slow
+def test_targets(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import zoo_pv_rnn
+
+    record = zoo_pv_rnn.main(["--out", str(tmp_path / "r.json"), "--no-docs"])
+    json.dumps(record)
+    targets = record["targets"]
+    assert targets["sigma_branch_decreasing"], record["table"]
+    assert targets["er_lowest_at_intermediate_w"], record["table"]
+    assert targets["er_vs_vrnn_reduction"] >= 0.2, record["table"]
