@@ -1,6 +1,7 @@
 """ppl: programmable variational inference for JAX and NumPyro."""
 
 from ppl import compare as compare
+from ppl import parallel as parallel
 from ppl.adev import MVD as MVD
 from ppl.adev import Baseline as Baseline
 from ppl.adev import Detached as Detached
@@ -81,4 +82,5 @@ __all__ = [
     "fit",
     "FitResult",
     "compare",
+    "parallel",
 ]

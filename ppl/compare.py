@@ -50,6 +50,7 @@ from ppl.adev import (
     Expectation,
 )
 from ppl.adev._expectation import typed_key
+from ppl.parallel import DATA, axis_size, constrain_batch, use_mesh
 from ppl.vi import fit
 
 __all__ = [
@@ -212,16 +213,21 @@ class _Measured:
         return np.concatenate([self.moments.variance(i) for i in range(1, len(self.moments.m2))])
 
 
-def _measure(expectation, setup, keys, timing_keys, max_chunk_bytes) -> _Measured:
-    one = setup.single(expectation)
-    compiled = jax.jit(one).lower(timing_keys[0], setup.trainable, setup.dynamic_rest).compile()
-    memory = _memory(compiled)
-    footprint = max(memory or 0, 8 * (setup.size + 1))
-    n = keys.shape[0]
-    chunk = max(1, min(math.ceil(n / 20), max_chunk_bytes // footprint))
-    batched = jax.jit(jax.vmap(one, in_axes=(0, None, None)))
-    moments = _draw_moments(batched, keys, setup, chunk)
-    time_median, quartiles = _time(compiled, timing_keys, setup)
+def _measure(expectation, setup, keys, timing_keys, max_chunk_bytes, mesh=None) -> _Measured:
+    with use_mesh(mesh):  # on a mesh: keys over its "data" axis, particles over "particles"
+        one = setup.single(expectation)
+        args = (timing_keys[0], setup.trainable, setup.dynamic_rest)
+        compiled = jax.jit(one).lower(*args).compile()
+        memory = _memory(compiled)
+        footprint = max(memory or 0, 8 * (setup.size + 1))
+        n = keys.shape[0]
+        chunk = max(1, min(math.ceil(n / 20), max_chunk_bytes // footprint))
+        chunk = -(-chunk // axis_size(DATA)) * axis_size(DATA)
+        batched = jax.jit(
+            lambda keys, *rest: jax.vmap(one, in_axes=(0, None, None))(constrain_batch(keys), *rest)
+        )
+        moments = _draw_moments(batched, keys, setup, chunk)
+        time_median, quartiles = _time(compiled, timing_keys, setup)
     return _Measured(moments, batched, chunk, time_median, quartiles, memory)
 
 
@@ -276,6 +282,7 @@ def compare(
     progress: bool = True,
     timing_calls: int = 30,
     max_chunk_bytes: int = 2**28,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Comparison:
     """Compare gradient estimators of one objective: variance, bias and cost.
 
@@ -337,6 +344,11 @@ def compare(
         progress: show a progress bar (tqdm) over the variants.
         timing_calls: timed calls per variant.
         max_chunk_bytes: bound on the memory of one vmapped chunk of estimates.
+        mesh: a `jax.sharding.Mesh` (``ppl.parallel.mesh()``) to spread the work
+            over: the independent estimates of a chunk are sharded over its
+            ``"data"`` axis, the particles of particle objectives over its
+            ``"particles"`` axis, and ``train`` runs ``ppl.fit(..., mesh=mesh)``.
+            The keys, and so the estimates, are those of a run without a mesh.
 
     Returns:
         A `Comparison`: ``print`` it for the table; ``to_dataframe``, ``to_json``,
@@ -396,7 +408,14 @@ def compare(
         for label in bar:
             bar.set_postfix_str(label)
             measured[label] = _labelled(
-                label, _measure, expectations[label], setup, keys, timing_keys, max_chunk_bytes
+                label,
+                _measure,
+                expectations[label],
+                setup,
+                keys,
+                timing_keys,
+                max_chunk_bytes,
+                mesh,
             )
 
     # The reference gradient and the variance of its estimate (per coordinate).
@@ -430,7 +449,7 @@ def compare(
             for label in bar:
                 bar.set_postfix_str(label)
                 results[label].training = _labelled(
-                    label, _train, expectations[label], key_train, args, optimizer, train
+                    label, _train, expectations[label], key_train, args, optimizer, train, mesh
                 )
     return Comparison(
         results=results,
@@ -487,9 +506,11 @@ def _summarize(label, measured, setup, ref, ref_var, threshold) -> VariantResult
     )
 
 
-def _train(expectation, key, args, optimizer, num_steps) -> TrainingRun:
+def _train(expectation, key, args, optimizer, num_steps, mesh=None) -> TrainingRun:
     params, rest = args[0], args[1:]
     options = dict(optimizer=optimizer, progress=False, chunk_size=min(100, num_steps))
+    if mesh is not None:
+        options["mesh"] = mesh
     fit(key, expectation, params, *rest, num_steps=1, **options)  # compile
     start = time.perf_counter()
     result = fit(key, expectation, params, *rest, num_steps=num_steps, **options)

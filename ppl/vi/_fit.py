@@ -26,6 +26,7 @@ from jax.tree_util import keystr, tree_flatten_with_path
 from tqdm.auto import tqdm
 
 from ppl.adev._expectation import typed_key
+from ppl.parallel import DATA, axis_size, constrain_batch, replicate, shard_batch, use_mesh
 from ppl.vi._checkpoint import (
     CHECKPOINT_NAME,
     checkpoint_arrays,
@@ -139,6 +140,7 @@ class _Config(NamedTuple):
     data_mode: str  # "none", "full", "minibatch" or "iterator"
     batch_size: int
     num_batches: int  # minibatches per epoch
+    mesh: Any = None  # a jax.sharding.Mesh: data- and particle-parallel steps
 
 
 class _State(NamedTuple):
@@ -261,9 +263,9 @@ def _run_chunk(config, key, state, num_active, static_params, data, args):
             )
             rows = lax.dynamic_slice_in_dim(perm, index * config.batch_size, config.batch_size)
             batch = jax.tree.map(lambda leaf: jnp.take(leaf, rows, axis=0), data)
-            objective_args = (batch, *args)
+            objective_args = (constrain_batch(batch), *args)  # over the mesh's "data" axis
         elif config.data_mode == "full":
-            objective_args = (data, *args)
+            objective_args = (constrain_batch(data), *args)
         else:
             objective_args = args
         state, value = _step(config, key_steps, state, static_params, objective_args)
@@ -388,6 +390,22 @@ def _check_data(data: Any, batch_size: int | None) -> tuple[str, int, int]:
     return "minibatch", int(batch_size), size // batch_size
 
 
+def _check_mesh(mesh: Any, data_mode: str, batch_size: int) -> None:
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(
+            f"fit: mesh must be a jax.sharding.Mesh (for example ppl.parallel.mesh()), "
+            f"got {type(mesh).__name__}."
+        )
+    size = axis_size(DATA, mesh)
+    if data_mode in ("full", "minibatch") and batch_size % size:
+        what = "batch_size" if data_mode == "minibatch" else "the number of rows of data"
+        raise ValueError(
+            f"fit: {what} ({batch_size}) must be a multiple of the {size} devices on the "
+            f"mesh axis '{DATA}', which each evaluate an equal share of every batch. Use "
+            f"batch_size={max(size, batch_size - batch_size % size)}, or another mesh."
+        )
+
+
 def _check_positive(**values: Any) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -449,6 +467,7 @@ def fit(
     max_bad_steps: int = 20,
     nan_guard: bool = True,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> FitResult:
     """Maximize an expected objective over ``params`` with an optax optimizer.
 
@@ -504,6 +523,13 @@ def fit(
             non-finite step then corrupts the parameters, and fit raises at the end
             of that chunk without checkpointing them.
         progress: show a tqdm progress bar with the mean objective of the last chunk.
+        mesh: a `jax.sharding.Mesh` (``ppl.parallel.mesh()``) to train on several
+            devices or processes: parameters, optimizer state and array ``data`` are
+            replicated on it, every minibatch is sharded over its ``"data"`` axis, and
+            the objective is traced under ``jax.set_mesh(mesh)``, so that particle
+            objectives split their particles over its ``"particles"`` axis. With an
+            iterator, each process yields its own rows of every batch. The random
+            draws are those of a run without a mesh (see ``docs/scaling.md``).
 
     Returns:
         A `FitResult` with the params, optimizer state and per-step history.
@@ -556,8 +582,10 @@ def fit(
         raise ValueError("fit: resume=True needs checkpoint_dir (where to look for it).")
     key = typed_key(key, "fit")
     data_mode, batch_size, num_batches = _check_data(data, batch_size)
+    if mesh is not None:
+        _check_mesh(mesh, data_mode, batch_size)
     if data_mode in ("full", "minibatch"):  # on the device once, not once per chunk
-        data = jax.tree.map(jnp.asarray, data)
+        data = jax.tree.map(jnp.asarray, data) if mesh is None else replicate(mesh, data)
 
     trainable, static_params = eqx.partition(params, eqx.is_inexact_array)
     if not jax.tree.leaves(trainable):
@@ -596,7 +624,10 @@ def fit(
         data_mode=data_mode,
         batch_size=batch_size,
         num_batches=num_batches,
+        mesh=mesh,
     )
+    if mesh is not None:  # replicated on every device (leaves already on the mesh stay)
+        state, static_params, args = replicate(mesh, (state, static_params, args))
     every = chunk_size if checkpoint_every is None else checkpoint_every
 
     def save(state, history):
@@ -613,14 +644,15 @@ def fit(
     ) as bar:
         while step < num_steps and not exhausted:
             length = min(chunk_size, num_steps - step, every - step % every)
-            if data_mode == "iterator":
-                state, values, exhausted = _run_iterator_chunk(
-                    config, key, state, static_params, batches, args, length, fast
-                )
-            else:
-                state, values = _run_chunk(
-                    config, key, state, jnp.asarray(length), static_params, data, args
-                )
+            with use_mesh(mesh):  # traced under the mesh: particle objectives see it
+                if data_mode == "iterator":
+                    state, values, exhausted = _run_iterator_chunk(
+                        config, key, state, static_params, batches, args, length, fast
+                    )
+                else:
+                    state, values = _run_chunk(
+                        config, key, state, jnp.asarray(length), static_params, data, args
+                    )
             done = int(state.step) - step
             values = np.asarray(values, dtype=np.float64)[:done]
             chunks.append(values)
@@ -689,6 +721,8 @@ def _run_iterator_chunk(config, key, state, static_params, batches, args, length
         except StopIteration:
             exhausted = True
             break
+        if config.mesh is not None:  # this process's rows -> a global batch over "data"
+            batch = shard_batch(config.mesh, batch)
         if fast is not None:
             state, value = fast(key, state, batch)
         else:

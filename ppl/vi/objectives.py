@@ -18,6 +18,7 @@ from jax.scipy.special import logsumexp
 
 from ppl.adev import Expectation, Reparam, detached, expectation, particles
 from ppl.gen import density, sim
+from ppl.parallel import constrain_particles
 from ppl.vi._constructs import marginal, normalize
 
 __all__ = [
@@ -52,7 +53,8 @@ def log_weights(model, guide, params, *args, num_particles: int = 1, strategies=
 
     if num_particles == 1:  # no vmap: continuation strategies (enum, mvd) stay usable
         return one()[None]
-    return particles(one, num_particles)()
+    # on a mesh with a "particles" axis, the particles are sharded across its devices
+    return constrain_particles(particles(one, num_particles)())
 
 
 def _log_mean_exp(x: jax.Array) -> jax.Array:
@@ -192,7 +194,7 @@ def vimco(model, guide, *, num_particles: int) -> Expectation:
                 model, trace.choices, *args, params=params
             ) - trace.log_density, trace.log_density
 
-        log_w, log_q = particles(one, num_particles)()
+        log_w, log_q = constrain_particles(particles(one, num_particles)())
         k = num_particles
         bound = _log_mean_exp(log_w)
         others = (jnp.sum(log_w) - log_w) / (k - 1)
@@ -260,7 +262,7 @@ def dreg(model, guide, *, num_particles: int) -> Expectation:
             model_term = density(model, choices, *args, params=params)
             return path, model_term
 
-        path, model_term = particles(one, num_particles)()
+        path, model_term = constrain_particles(particles(one, num_particles)())
         log_w = sg(path)
         normalized = jax.nn.softmax(log_w)
         value = _log_mean_exp(log_w)
