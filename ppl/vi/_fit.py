@@ -406,6 +406,18 @@ def _check_mesh(mesh: Any, data_mode: str, batch_size: int) -> None:
         )
 
 
+def _check_opt_state(given: Any, expected: Any) -> None:
+    shapes = lambda tree: jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)  # noqa: E731
+    if jax.tree.structure(given) != jax.tree.structure(expected) or shapes(given) != shapes(
+        expected
+    ):
+        raise ValueError(
+            "fit: opt_state does not match optimizer.init(params) (structure, shapes or "
+            "dtypes differ). Pass the opt_state of a FitResult trained with the same "
+            "optimizer and a params pytree of the same structure."
+        )
+
+
 def _check_positive(**values: Any) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -468,6 +480,7 @@ def fit(
     nan_guard: bool = True,
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
+    opt_state: Any = None,
 ) -> FitResult:
     """Maximize an expected objective over ``params`` with an optax optimizer.
 
@@ -530,6 +543,11 @@ def fit(
             objectives split their particles over its ``"particles"`` axis. With an
             iterator, each process yields its own rows of every batch. The random
             draws are those of a run without a mesh (see ``docs/scaling.md``).
+        opt_state: the optimizer state to start from (``FitResult.opt_state`` of an
+            earlier run with the same params structure and optimizer), to continue
+            training in another ``fit`` call, for example after changing ``args``
+            between epochs; default ``optimizer.init``. A checkpoint found with
+            ``resume=True`` takes precedence.
 
     Returns:
         A `FitResult` with the params, optimizer state and per-step history.
@@ -594,7 +612,11 @@ def fit(
             "as arrays, for example {'loc': jnp.asarray(0.0)} rather than {'loc': 0.0}."
         )
     paths = leaf_paths(trainable, "params")
-    state = _initial_state(trainable, optimizer.init(trainable))
+    if opt_state is None:
+        opt_state = optimizer.init(trainable)
+    else:
+        _check_opt_state(opt_state, optimizer.init(trainable))
+    state = _initial_state(trainable, opt_state)
     history = np.zeros((0,), np.float64)
 
     if checkpoint_dir is not None:

@@ -198,6 +198,24 @@ def test_iterator_data_stops_after_max_bad_steps_within_a_chunk():
     assert np.all(np.isnan(last_good.history[4:])) and last_good.history.shape == (7,)
 
 
+def test_opt_state_continues_training_in_another_call():
+    def objective(key, params):  # deterministic: only the optimizer state carries over
+        return -jnp.sum((params["w"] - 3.0) ** 2)
+
+    kwargs = {"optimizer": optax.adam(0.1), "progress": False}
+    params = {"w": jnp.zeros(2)}
+    whole = fit(jax.random.key(0), objective, params, num_steps=20, **kwargs)
+    first = fit(jax.random.key(0), objective, params, num_steps=10, **kwargs)
+    second = fit(jax.random.key(1), objective, first.params, num_steps=10,
+                 opt_state=first.opt_state, **kwargs)  # fmt: skip
+    np.testing.assert_allclose(second.params["w"], whole.params["w"], rtol=1e-6)
+    restarted = fit(jax.random.key(1), objective, first.params, num_steps=10, **kwargs)
+    assert not np.allclose(restarted.params["w"], whole.params["w"], rtol=1e-3)
+    with pytest.raises(ValueError, match="opt_state does not match optimizer.init"):
+        fit(jax.random.key(1), objective, {"w": jnp.zeros(3)}, num_steps=1,
+            opt_state=first.opt_state, **kwargs)  # fmt: skip
+
+
 def test_equinox_module_params():
     model = eqx.nn.MLP(1, 1, width_size=4, depth=1, activation=jnp.tanh, key=jax.random.key(1))
     x = jnp.linspace(-1.0, 1.0, 32)[:, None]
