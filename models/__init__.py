@@ -12,3 +12,4 @@ from models import mult_vae as mult_vae  # noqa: F401
 from models import ard_vae as ard_vae  # noqa: F401
 from models import fbm_sde as fbm_sde  # noqa: F401
 from models import pv_rnn as pv_rnn  # noqa: F401
+from models import vble as vble  # noqa: F401
