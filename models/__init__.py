@@ -13,3 +13,4 @@ from models import ard_vae as ard_vae  # noqa: F401
 from models import fbm_sde as fbm_sde  # noqa: F401
 from models import pv_rnn as pv_rnn  # noqa: F401
 from models import vble as vble  # noqa: F401
+from models import ssvi as ssvi  # noqa: F401
