@@ -294,6 +294,9 @@ class MVD(Strategy):
       double-sided Maxwell(μ, σ) (Mohamed et al. 2020, table 2).
 
     The values off the sample are evaluated without gradient (``sg``), in parallel.
+    A masked site (``numpyro.handlers.mask``) is drawn from its base distribution and
+    its masked-out coordinates get no derivative, as their zero score gives them under
+    REINFORCE; an expanded distribution differentiates its base's parameters.
     """
 
     _kinds: ClassVar[tuple] = (
@@ -308,11 +311,12 @@ class MVD(Strategy):
     )
 
     def check(self, distribution, site):
+        base, _ = _unwrap_mask_and_expand(distribution)
         _require(
-            isinstance(distribution, self._kinds) and not distribution.event_shape,
+            isinstance(base, self._kinds) and not base.event_shape,
             site,
             f"strategy mvd supports Bernoulli, Categorical, Poisson, Geometric and Normal "
-            f"(with an empty event shape), not {type(distribution).__name__}. Use "
+            f"(with an empty event shape), not {type(base).__name__}. Use "
             f"ppl.reinforce or ppl.baseline(ppl.reinforce, b).",
         )
 
@@ -322,7 +326,7 @@ class MVD(Strategy):
         shape = x.shape
         size = math.prod(shape)
         coords = jnp.arange(size)
-        d = distribution
+        d, mask = _unwrap_mask_and_expand(distribution)
         if isinstance(d, (dist.BernoulliProbs, dist.BernoulliLogits)):
             alts = jax.vmap(lambda j: jnp.where(_unit(shape, j), 1 - x, x))(coords)
             fs = jax.vmap(kont)(jnp.concatenate([x[None], alts]))
@@ -346,7 +350,7 @@ class MVD(Strategy):
             weights = {"rate": f_alt - sg(f)}
             params = {"rate": jnp.broadcast_to(d.rate, shape).reshape(-1)}
         elif isinstance(d, (dist.GeometricProbs, dist.GeometricLogits)):
-            extra = sg(d.sample(key_extra))
+            extra = sg(distribution.sample(key_extra))
             alts = jax.vmap(lambda j: x + _unit(shape, j) * (extra + 1))(coords)
             fs = jax.vmap(kont)(jnp.concatenate([x[None], alts.astype(x.dtype)]))
             f, f_alt = fs[0], sg(fs[1:])
@@ -377,8 +381,31 @@ class MVD(Strategy):
                 "scale": (f_dsm - sg(f)) / sd_flat,
             }
             params = {"loc": loc.reshape(-1), "scale": scale.reshape(-1)}
+        if mask is not None:
+            keep = jnp.broadcast_to(mask, shape).reshape(-1)
+            repeat = {k: params[k].shape[0] // size for k in params}  # Categorical: n each
+            weights = {k: w * jnp.repeat(keep, repeat[k]) for k, w in weights.items()}
         correction = sum(jnp.sum((params[k] - sg(params[k])) * weights[k]) for k in params)
         return f + correction
+
+
+def _unwrap_mask_and_expand(distribution):
+    """The distribution under NumPyro's mask and expand wrappers, and the mask (or None).
+
+    Neither wrapper changes how a value is drawn: a mask scales the log density (its
+    boolean array, or None where the mask is a Python ``True``) and an expanded
+    distribution broadcasts its base's parameters.
+    """
+    mask = None
+    while isinstance(distribution, dist.MaskedDistribution | dist.ExpandedDistribution):
+        if isinstance(distribution, dist.MaskedDistribution):
+            given = distribution._mask
+            if given is False:
+                given = jnp.asarray(False)
+            if given is not True:
+                mask = given if mask is None else mask & given
+        distribution = distribution.base_dist
+    return distribution, mask
 
 
 class LeaveOneOut(Strategy):
