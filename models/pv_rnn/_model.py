@@ -185,17 +185,22 @@ def unroll(net, taus, state, inputs, first, latent_fn):
     return jax.lax.scan(body, state, (inputs, first))
 
 
+def _posterior_latent(posterior_u, index, prior_u, sample: bool):
+    """``z ~ q = N(µ, exp(log σ)²)`` from ``posterior_u = (µ, log σ)`` (a reparameterized
+    ppl site), or ``z = µ``; with ``KL(q || prior)``."""
+    loc_q, log_scale_q = _split(posterior_u)
+    if sample:
+        z = ppl.sample(dist.Normal(loc_q, jnp.exp(log_scale_q)), ppl.reparam, name=f"z{index}")
+    else:
+        z = loc_q
+    return z, gaussian_kl(loc_q, log_scale_q, *_split(prior_u))
+
+
 def _adaptive_latent(sample: bool):
     """``z ~ q = N(tanh A_µ, exp(A_σ)²)`` (a reparameterized ppl site) or ``z = tanh A_µ``."""
 
     def latent_fn(step_inputs, index, prior_u, d_prev):
-        adaptive = step_inputs[1][index]
-        loc_q, log_scale_q = _split(adaptive)
-        if sample:
-            z = ppl.sample(dist.Normal(loc_q, jnp.exp(log_scale_q)), ppl.reparam, name=f"z{index}")
-        else:
-            z = loc_q
-        return z, gaussian_kl(loc_q, log_scale_q, *_split(prior_u))
+        return _posterior_latent(step_inputs[1][index], index, prior_u, sample)
 
     return latent_fn
 
@@ -262,12 +267,7 @@ def _encode(encoder_layer, d_prev, x_t):
 
 def _encoder_latent(encoder, sample: bool):
     def latent_fn(x_t, index, prior_u, d_prev):
-        loc_q, log_scale_q = _split(_encode(encoder[index], d_prev, x_t))
-        if sample:
-            z = ppl.sample(dist.Normal(loc_q, jnp.exp(log_scale_q)), ppl.reparam, name=f"z{index}")
-        else:
-            z = loc_q
-        return z, gaussian_kl(loc_q, log_scale_q, *_split(prior_u))
+        return _posterior_latent(_encode(encoder[index], d_prev, x_t), index, prior_u, sample)
 
     return latent_fn
 

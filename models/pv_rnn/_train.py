@@ -69,6 +69,20 @@ def _cached_optimizer(clip: float, learning_rate: float) -> optax.GradientTransf
     return optax.chain(optax.clip_by_global_norm(clip), optax.adam(learning_rate))
 
 
+def _fit(key_fit, objective, params, x, weights, config, progress):
+    result = ppl.fit(
+        key_fit,
+        objective,
+        params,
+        jnp.asarray(x),
+        weights,
+        optimizer=_optimizer(config),
+        num_steps=int(config["num_steps"]),
+        progress=progress,
+    )
+    return result.params, result
+
+
 def fit_pvrnn(
     key: jax.Array, x: np.ndarray, config: Mapping[str, Any], progress: bool = True
 ) -> tuple[dict, ppl.FitResult]:
@@ -80,17 +94,7 @@ def fit_pvrnn(
     key_init, key_fit = jax.random.split(key)
     params = init_pvrnn(key_init, config, x.shape[0], x.shape[1])
     weights = layer_weights(config["w"], len(taus))
-    result = ppl.fit(
-        key_fit,
-        _model.pvrnn_objective(taus),
-        params,
-        jnp.asarray(x),
-        weights,
-        optimizer=_optimizer(config),
-        num_steps=int(config["num_steps"]),
-        progress=progress,
-    )
-    return result.params, result
+    return _fit(key_fit, _model.pvrnn_objective(taus), params, x, weights, config, progress)
 
 
 def fit_vrnn(
@@ -101,14 +105,4 @@ def fit_vrnn(
     key_init, key_fit = jax.random.split(key)
     params = init_vrnn(key_init, config)
     weights = layer_weights(config["vrnn_w"], len(taus))
-    result = ppl.fit(
-        key_fit,
-        _model.vrnn_objective(taus),
-        params,
-        jnp.asarray(x),
-        weights,
-        optimizer=_optimizer(config),
-        num_steps=int(config["num_steps"]),
-        progress=progress,
-    )
-    return result.params, result
+    return _fit(key_fit, _model.vrnn_objective(taus), params, x, weights, config, progress)

@@ -89,11 +89,10 @@ def init_latents(cae: CAE, x_init) -> LatentPosterior:
     return LatentPosterior(z, jnp.zeros_like(z), h, jnp.zeros_like(h))
 
 
-def fit_vble(key, cae, operator, y, sigma, lam, x_init, num_steps: int = 300):
-    """Fit q for one degraded image; returns ``(LatentPosterior, FitResult)``."""
+def _fit_latents(objective, key, cae, operator, y, sigma, lam, x_init, num_steps):
     result = ppl.fit(
         key,
-        vble_objective,
+        objective,
         init_latents(cae, x_init),
         cae,
         operator,
@@ -105,24 +104,16 @@ def fit_vble(key, cae, operator, y, sigma, lam, x_init, num_steps: int = 300):
         progress=False,
     )
     return result.params, result
+
+
+def fit_vble(key, cae, operator, y, sigma, lam, x_init, num_steps: int = 300):
+    """Fit q for one degraded image; returns ``(LatentPosterior, FitResult)``."""
+    return _fit_latents(vble_objective, key, cae, operator, y, sigma, lam, x_init, num_steps)
 
 
 def fit_map(key, cae, operator, y, sigma, lam, x_init, num_steps: int = 300):
     """MAP-z for one degraded image; returns ``(LatentPosterior, FitResult)`` (widths unused)."""
-    result = ppl.fit(
-        key,
-        map_objective,
-        init_latents(cae, x_init),
-        cae,
-        operator,
-        jnp.asarray(y),
-        jnp.float32(sigma),
-        jnp.float32(lam),
-        optimizer=OPTIMIZER,
-        num_steps=num_steps,
-        progress=False,
-    )
-    return result.params, result
+    return _fit_latents(map_objective, key, cae, operator, y, sigma, lam, x_init, num_steps)
 
 
 @eqx.filter_jit
