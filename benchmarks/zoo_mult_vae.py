@@ -109,6 +109,18 @@ def hand_written_loss(config: dict):
     return loss
 
 
+def epoch_batches(config: dict, split, seed: int, first_step: int) -> AnnealedBatches:
+    """The minibatches ``(x, β_t)`` of one epoch, the same for every timed loop."""
+    return AnnealedBatches(
+        seed,
+        split.train,
+        config["batch_size"],
+        first_step,
+        config["total_anneal_steps"],
+        config["anneal_cap"],
+    )
+
+
 def hand_written_epoch(config: dict, split, guard: bool = False):
     """The same Mult-VAE step in plain JAX + optax: returns ``run(params, seed, first_step)``.
 
@@ -132,14 +144,7 @@ def hand_written_epoch(config: dict, split, guard: bool = False):
 
     def run(params, seed, first_step):
         opt_state = optimizer.init(params)
-        batches = AnnealedBatches(
-            seed,
-            split.train,
-            config["batch_size"],
-            first_step,
-            config["total_anneal_steps"],
-            config["anneal_cap"],
-        )
+        batches = epoch_batches(config, split, seed, first_step)
         key = jax.random.key(seed)
         for index, (x, beta) in enumerate(batches):
             params, opt_state = step(params, opt_state, jax.random.fold_in(key, index), x, beta)
@@ -182,14 +187,7 @@ def ppl_epoch(config: dict, split, nan_guard: bool = True):
     steps = split.train.shape[0] // config["batch_size"]
 
     def run(params, seed, first_step):
-        batches = AnnealedBatches(
-            seed,
-            split.train,
-            config["batch_size"],
-            first_step,
-            config["total_anneal_steps"],
-            config["anneal_cap"],
-        )
+        batches = epoch_batches(config, split, seed, first_step)
         result = ppl.fit(
             jax.random.key(seed),
             objective,

@@ -142,17 +142,7 @@ def wake_p(model, guide, *, num_particles: int, strategies=None) -> Expectation:
     2015, eq. 5).
     """
 
-    @expectation
-    def objective(params, *args):
-        trace = sim(
-            normalize(model, guide, particles=num_particles),
-            *args,
-            params=params,
-            strategies=strategies,
-        )
-        return density(model, trace.choices, *args, params=params)
-
-    return objective
+    return _wake(model, model, guide, num_particles, strategies)
 
 
 def wake_q(model, guide, *, num_particles: int, strategies=None) -> Expectation:
@@ -162,6 +152,12 @@ def wake_q(model, guide, *, num_particles: int, strategies=None) -> Expectation:
     (Bornschein & Bengio 2015, eq. 9; Le et al. 2019).
     """
 
+    return _wake(guide, model, guide, num_particles, strategies)
+
+
+def _wake(scored, model, guide, num_particles, strategies) -> Expectation:
+    """``E[log scored(z)]`` with ``z`` from SIR over ``num_particles`` guide draws."""
+
     @expectation
     def objective(params, *args):
         trace = sim(
@@ -170,7 +166,7 @@ def wake_q(model, guide, *, num_particles: int, strategies=None) -> Expectation:
             params=params,
             strategies=strategies,
         )
-        return density(guide, trace.choices, *args, params=params)
+        return density(scored, trace.choices, *args, params=params)
 
     return objective
 
