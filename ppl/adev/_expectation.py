@@ -74,7 +74,7 @@ class Expectation:
             flat_args,
             Acc.zero(),
             key,
-            lambda values, acc, salt: finalize(acc, values[0].astype(acc.cost.dtype)),
+            lambda values, acc, salt, primal: finalize(acc, values[0].astype(acc.cost.dtype)),
         )
 
     def estimate(self, key: jax.Array, *args: Any) -> jax.Array:

@@ -20,6 +20,12 @@ surrogate is ``V + sg(V) score - offset``: its gradient is ``∇V + Σ_i (V - c_
 whose strategy needs the continuation itself (enumeration, MVD) get it in
 continuation-passing style: the rest of the program, from the next equation on, as a
 function of the site's value.
+
+A continuation can also run in *primal mode* (``kont(x, primal=True)``): the rest of the
+program evaluated for its value only, every later site drawing a plain sample (no
+score, no enumeration, no nested continuations). A rule that needs only the value of
+the rest of the program at some point (the off-sample values of MVD) calls it so, which
+keeps the cost of ``k`` sequential MVD sites linear in ``k`` instead of ``2^k``.
 """
 
 from __future__ import annotations
@@ -69,10 +75,11 @@ def finalize(acc: Acc, value: jax.Array) -> jax.Array:
     return total + sg(total) * acc.score - acc.offset
 
 
-# The rest of the program: (outputs, accumulator, salt) -> final surrogate. A salt (an
-# integer array or None) is folded into every later key, so that a strategy can run
-# the rest of the program with independent randomness per call (leave_one_out).
-Kont = Callable[[list, Acc, "jax.Array | None"], jax.Array]
+# The rest of the program: (outputs, accumulator, salt, primal) -> final surrogate. A
+# salt (an integer array or None) is folded into every later key, so that a strategy
+# can run the rest of the program with independent randomness per call
+# (leave_one_out); primal=True evaluates it for its value only (see the module doc).
+Kont = Callable[[list, Acc, "jax.Array | None", bool], jax.Array]
 
 # ------------------------------------------------------------------- static analysis
 
@@ -176,20 +183,22 @@ def run(
     acc: Acc,
     key: jax.Array,
     kont: Kont | None,
+    primal: bool = False,
 ) -> Any:
     """Evaluate ``jaxpr`` under ADEV.
 
     With ``kont=None`` (local mode, used inside loops and for sub-programs without
     continuation sites) returns ``(outputs, acc)``. Otherwise returns the final
-    surrogate ``kont(outputs, acc)``.
+    surrogate ``kont(outputs, acc, None, primal)``. With ``primal=True`` every site
+    draws a plain sample and only the value (``acc.cost`` and the outputs) is meaningful.
     """
     env: dict = {}
     _write(env, jaxpr.constvars, consts)
     _write(env, jaxpr.invars, args)
-    return _run_from(jaxpr, 0, env, acc, key, kont)
+    return _run_from(jaxpr, 0, env, acc, key, kont, None, primal)
 
 
-def _run_from(jaxpr, start, env, acc, key, kont, salt=None):
+def _run_from(jaxpr, start, env, acc, key, kont, salt=None, primal=False):
     if salt is not None:
         key = jax.random.fold_in(key, salt)
     eqns = jaxpr.eqns
@@ -202,16 +211,20 @@ def _run_from(jaxpr, start, env, acc, key, kont, salt=None):
         if prim is sample_p:
             strategy, distribution = _site_objects(eqn, invals)
             site = eqn.params["site"]
+            if primal:
+                key_i = jax.random.fold_in(key, i) if shared else key
+                _write(env, eqn.outvars, [_primal_site(eqn, invals, key_i)])
+                continue
             if strategy.needs_continuation:
                 if kont is None:
                     raise _loop_error((site, type(strategy).__name__))
                 if eqn.params["batch_ndims"]:
                     raise _batched_error(site, strategy)
 
-                def site_kont(x, salt=None, i=i, eqn=eqn, key=key):
+                def site_kont(x, salt=None, primal=False, i=i, eqn=eqn, key=key):
                     env2 = dict(env)
                     _write(env2, eqn.outvars, [_cast(x, eqn)])
-                    return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, kont, salt)
+                    return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, kont, salt, primal)
 
                 key_i = jax.random.fold_in(key, i) if shared else key
                 return finalize(acc, strategy.estimate(key_i, distribution, site_kont))
@@ -229,19 +242,20 @@ def _run_from(jaxpr, start, env, acc, key, kont, salt=None):
             if (
                 cont is not None
                 and kont is not None
+                and not primal
                 and (prim.name in _INLINE or prim.name == "cond")
             ):
 
-                def rest(outs, acc2, salt=None, i=i, eqn=eqn, key=key):
+                def rest(outs, acc2, salt=None, primal=False, i=i, eqn=eqn, key=key):
                     env2 = dict(env)
                     _write(env2, eqn.outvars, outs)
-                    return _run_from(jaxpr, i + 1, env2, acc2, key, kont, salt)
+                    return _run_from(jaxpr, i + 1, env2, acc2, key, kont, salt, primal)
 
                 return _structured(eqn, invals, acc, key_i, rest)
-            outs, acc = _structured(eqn, invals, acc, key_i, None)
+            outs, acc = _structured(eqn, invals, acc, key_i, None, primal)
             _write(env, eqn.outvars, outs)
     outs = [_read(env, v) for v in jaxpr.outvars]
-    return (outs, acc) if kont is None else kont(outs, acc, salt)
+    return (outs, acc) if kont is None else kont(outs, acc, salt, primal)
 
 
 def _cast(x, eqn):
@@ -255,6 +269,26 @@ def _site_objects(eqn, invals):
     distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
     strategy = jax.tree.unflatten(p["strategy_tree"], leaves[p["num_dist"] :])
     return strategy, distribution
+
+
+def _primal_site(eqn, invals, key):
+    """A plain draw from the site's distribution (primal mode): no score, no gradient."""
+    p = eqn.params
+    n = p["batch_ndims"]
+    leaves = invals[p["num_lanes"] :]
+
+    def draw(key, leaves):
+        distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
+        return sg(distribution.sample(key))
+
+    if n == 0:
+        return _cast(draw(key, leaves), eqn)
+    batch = p["shape"][:n]
+    keys = jax.random.split(key, math.prod(batch)).reshape(batch)
+    fn = draw
+    for _ in range(n):
+        fn = jax.vmap(fn)
+    return _cast(fn(keys, leaves), eqn)
 
 
 def _local_site(eqn, invals, acc: Acc, key):
@@ -299,18 +333,18 @@ def _local_site(eqn, invals, acc: Acc, key):
 # ------------------------------------------------------------ structured primitives
 
 
-def _structured(eqn, invals, acc, key, rest: Kont | None):
+def _structured(eqn, invals, acc, key, rest: Kont | None, primal: bool = False):
     name = eqn.primitive.name
     if name in _INLINE:
         jaxpr, consts = _open(eqn.params[_INLINE[name]])
-        if rest is None:
-            return run(jaxpr, consts, invals, acc, key, None)
-        return run(jaxpr, consts, invals, acc, key, rest)
+        return run(jaxpr, consts, invals, acc, key, rest, primal)
     if name == "cond":
-        return _cond(eqn, invals, acc, key, rest)
+        return _cond(eqn, invals, acc, key, rest, primal)
     if name == "scan":
-        return _scan(eqn, invals, acc, key)
+        return _scan(eqn, invals, acc, key, primal)
     if name == "while":
+        if primal:
+            return _while_primal(eqn, invals, acc, key)
         return _while(eqn, invals, acc, key)
     site = next((s for s in map(_first_site, jaxprs_in_params(eqn.params)) if s), None)
     raise TypeError(
@@ -322,7 +356,7 @@ def _structured(eqn, invals, acc, key, rest: Kont | None):
     )
 
 
-def _cond(eqn, invals, acc, key, rest):
+def _cond(eqn, invals, acc, key, rest, primal=False):
     index, *ops = invals
     branches = [_open(b) for b in eqn.params["branches"]]
     if rest is not None:
@@ -331,7 +365,7 @@ def _cond(eqn, invals, acc, key, rest):
 
     def make(b):
         def fn(ops, acc, key):
-            outs, acc = run(b[0], b[1], list(ops), acc, key, None)
+            outs, acc = run(b[0], b[1], list(ops), acc, key, None, primal)
             return outs, acc
 
         return fn
@@ -340,19 +374,19 @@ def _cond(eqn, invals, acc, key, rest):
     return list(outs), acc
 
 
-def _scan(eqn, invals, acc, key):
+def _scan(eqn, invals, acc, key, primal=False):
     p = eqn.params
     jaxpr, jconsts = _open(p["jaxpr"])
     nc, nk = p["num_consts"], p["num_carry"]
     _, cont = _scan_jaxpr(jaxpr)
-    if cont is not None:
+    if cont is not None and not primal:
         raise _loop_error(cont, loop="lax.scan (or fori_loop with static bounds)")
     consts, init, xs = invals[:nc], invals[nc : nc + nk], invals[nc + nk :]
 
     def body(carry, x):
         c, acc = carry
         x, key_t = x
-        outs, acc = run(jaxpr, jconsts, [*consts, *c, *x], acc, key_t, None)
+        outs, acc = run(jaxpr, jconsts, [*consts, *c, *x], acc, key_t, None, primal)
         return (outs[:nk], acc), outs[nk:]
 
     keys = jax.random.split(key, p["length"])
@@ -423,6 +457,30 @@ def _while(eqn, invals, acc, key):
     cost = cost + linear[2] + (acc.cost - sg(acc.cost))
     acc = Acc(acc.score + linear[0], acc.offset + linear[1], cost)
     return list(carry), acc
+
+
+def _while_primal(eqn, invals, acc, key):
+    """``while_loop`` in primal mode: plain draws, only the costs are carried."""
+    p = eqn.params
+    cond_jaxpr, cond_consts = _open(p["cond_jaxpr"])
+    body_jaxpr, body_consts = _open(p["body_jaxpr"])
+    ncc, nbc = p["cond_nconsts"], p["body_nconsts"]
+    cconsts, bconsts, init = invals[:ncc], invals[ncc : ncc + nbc], invals[ncc + nbc :]
+
+    def cond_fn(state):
+        carry = state[0]
+        outs, _ = run(cond_jaxpr, cond_consts, [*cconsts, *carry], Acc.zero(), key, None, True)
+        return outs[0]
+
+    def body_fn(state):
+        carry, cost, key_loop = state
+        key_loop, key_t = jax.random.split(key_loop)
+        start = Acc(jnp.zeros_like(cost), jnp.zeros_like(cost), cost)
+        outs, a = run(body_jaxpr, body_consts, [*bconsts, *carry], start, key_t, None, True)
+        return outs, a.cost, key_loop
+
+    carry, cost, _ = jax.lax.while_loop(cond_fn, body_fn, (list(init), sg(acc.cost), key))
+    return list(carry), acc._replace(cost=cost)
 
 
 # ------------------------------------------------------------------------- errors

@@ -437,6 +437,75 @@ def _programs():
         return total
 
     cases.append(Case("sequential-enum", two_enum, two_enum_exact, jnp.array([0.3, -0.8])))
+
+    def three_mvd(theta):
+        a = ppl.sample(dist.Bernoulli(logits=theta[0]), ppl.mvd, name="a")
+        b = ppl.sample(dist.Bernoulli(logits=theta[1] - a), ppl.mvd, name="b")
+        c = ppl.sample(dist.Bernoulli(logits=theta[0] + a * b), ppl.mvd, name="c")
+        x = ppl.sample(dist.Normal(theta[1] * c, 1.0), ppl.reparam, name="x")
+        return (a + 2.0 * b - c) ** 2 + x**2
+
+    def three_mvd_exact(t):
+        total = 0.0
+        for a in (0.0, 1.0):
+            for b in (0.0, 1.0):
+                for c in (0.0, 1.0):
+                    pa, pb, pc = sigmoid(t[0]), sigmoid(t[1] - a), sigmoid(t[0] + a * b)
+                    w = (pa if a else 1 - pa) * (pb if b else 1 - pb) * (pc if c else 1 - pc)
+                    total += w * ((a + 2.0 * b - c) ** 2 + (t[1] * c) ** 2 + 1.0)
+        return total
+
+    cases.append(Case("sequential-mvd", three_mvd, three_mvd_exact, jnp.array([0.3, -0.5])))
+
+    def mvd_then_structure(theta):
+        """The off-sample values of the first site run every later construct in primal
+        mode: an enum site in a jit, a scan, a cond holding an enum site, a while loop."""
+        z = ppl.sample(dist.Bernoulli(logits=theta[0]), ppl.mvd, name="z")
+
+        @jax.jit
+        def inner(t, z):
+            return ppl.sample(dist.Bernoulli(logits=t[1] + z), ppl.enum, name="b")
+
+        b = inner(theta, z)
+
+        def step(total, _):
+            w = ppl.sample(dist.Bernoulli(logits=theta[0] - z), ppl.reinforce, name="w")
+            return total + w, None
+
+        total, _ = jax.lax.scan(step, 0.0, None, length=3)
+
+        def yes(t):
+            return 2.0 * ppl.sample(dist.Bernoulli(logits=t[1]), ppl.enum, name="e")
+
+        c = jax.lax.cond(z > 0, yes, lambda t: 0.5 * t[1], theta)
+
+        def body(state):
+            n, _ = state
+            flip = ppl.sample(dist.Bernoulli(logits=theta[1]), ppl.reinforce, name="flip")
+            return n + 1.0, flip
+
+        n, _ = jax.lax.while_loop(lambda s: s[1] < 1, body, (0.0, 0))
+        return (z + b) ** 2 + total**2 + c + n * (1.0 + z)
+
+    def mvd_then_structure_exact(t):
+        p, s = sigmoid(t[0]), sigmoid(t[1])
+        total = 0.0
+        for z in (0.0, 1.0):
+            q, r = sigmoid(t[1] + z), sigmoid(t[0] - z)
+            value = z**2 + 2 * z * q + q + 3 * r * (1 - r) + 9 * r**2
+            value += 2.0 * s if z else 0.5 * t[1]
+            value += (1.0 + z) / s
+            total += (p if z else 1 - p) * value
+        return total
+
+    cases.append(
+        Case(
+            "mvd-then-structure",
+            mvd_then_structure,
+            mvd_then_structure_exact,
+            jnp.array([0.2, 0.6]),
+        )
+    )
     return cases
 
 

@@ -116,3 +116,26 @@ def test_sequential_enumeration_traces_linearly():
         return len(str(jaxpr))
 
     assert size(8) < 3 * size(4)
+
+
+def test_sequential_mvd_costs_polynomially():
+    """MVD evaluates its off-sample values in primal mode (later sites just sample), so
+    k sequential MVD sites cost O(k^2) continuation steps, not the 2^k of running the
+    full estimator at every value (which enumeration does, by design)."""
+    weights = jnp.full((32, 32), 0.01)
+
+    def flops(k, strategy):
+        def program(theta):
+            h = jnp.ones(32) * theta
+            for i in range(k):
+                b = ppl.sample(dist.Bernoulli(logits=0.01 * jnp.sum(h) + i), strategy)
+                h = jnp.tanh(weights @ h + b)
+            return jnp.sum(h)
+
+        grad = jax.jit(ppl.expectation(program).grad_estimate)
+        cost = grad.lower(jax.random.key(0), 0.1).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    # quadratic growth gives a ratio near 36/10; exponential growth gives about 16
+    assert flops(8, ppl.mvd) < 5 * flops(4, ppl.mvd)
+    assert flops(8, ppl.enum) > 10 * flops(4, ppl.enum)  # the check can tell them apart
