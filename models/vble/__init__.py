@@ -11,8 +11,10 @@ folder of the user's images), is the image prior. For a degraded image ``y = A x
 posterior ``q(z, h)`` on both latent levels by maximizing the ELBO, written as a
 ``ppl.expectation`` with reparameterized ``Uniform`` sites and optimized with
 ``ppl.fit``; decoding posterior samples gives the MMSE estimate and a per-pixel
-standard deviation. Baselines: MAP-z (the same loss at a point), Wiener/Tikhonov and
-total-variation restoration.
+standard deviation. VBLE-xz (arXiv:2412.04130) adds the CAE's Gaussian decoder noise
+``p(x | z) = N(g_s(z), γ² I)``, ``γ² = 1/(2 ln 2 · α · 255²)``, with the exact
+conditional ``q(x | z) = p(x | z, y)``: calibrated pixel intervals. Baselines: MAP-z
+(the same loss at a point), Wiener/Tikhonov and total-variation restoration.
 """
 
 from __future__ import annotations
@@ -52,19 +54,26 @@ from models.vble._data import (
 from models.vble._operators import Blur, Downsample, Mask, gaussian_kernel, random_mask
 from models.vble._restore import (
     LatentPosterior,
+    conditional_mean,
+    conditional_variance,
+    decoder_std,
     fit_map,
     fit_vble,
+    fit_vble_xz,
     init_latents,
     map_objective,
     posterior_samples,
+    posterior_samples_xz,
     summarize_samples,
     vble_objective,
+    vble_xz_objective,
 )
 from models.vble._tasks import (
     METHODS,
     TASKS,
     degrade,
     evaluate_restoration,
+    gamma_of,
     initial_image,
     make_task,
     run_method,
@@ -86,13 +95,18 @@ __all__ = [
     "TEST_IMAGES",
     "bits_per_pixel",
     "center_crops",
+    "conditional_mean",
+    "conditional_variance",
     "coverage",
+    "decoder_std",
     "degrade",
     "divergence",
     "evaluate",
     "evaluate_restoration",
     "fit_map",
     "fit_vble",
+    "fit_vble_xz",
+    "gamma_of",
     "gaussian_kernel",
     "gradient",
     "init_cae",
@@ -104,6 +118,7 @@ __all__ = [
     "make_task",
     "map_objective",
     "posterior_samples",
+    "posterior_samples_xz",
     "psnr",
     "random_crops",
     "random_mask",
@@ -120,6 +135,7 @@ __all__ = [
     "train_cae",
     "tv_restore",
     "vble_objective",
+    "vble_xz_objective",
     "wiener",
 ]
 
@@ -137,7 +153,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "alpha": 0.0067,  # λ_rd, the bitrate parameter (one of the reference's pretrained α)
     "crop_size": 32,
     "num_crops": 8000,
-    "cae_steps": 1500,
+    "cae_steps": 3000,
     "cae_batch_size": 8,
     "cae_learning_rate": 2e-3,
     # restoration
@@ -150,7 +166,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "inpaint_keep": 0.5,
     "vble_steps": 300,
     "num_samples": 100,
-    "lam": 1.0,  # λ of VBLE and MAP-z in `ppl zoo train` (the benchmark tunes it)
+    "decoder_std": None,  # γ of VBLE-xz's p(x | z); None: the value α implies
+    "lam": 1.0,  # λ of VBLE, VBLE-xz and MAP-z in `ppl zoo train` (the benchmark tunes it)
     "wiener_weight": 0.1,  # Wiener balance (deblurring) / Tikhonov β (other tasks)
     "tv_weight": 0.01,
 }
@@ -187,7 +204,7 @@ def _tasks(config) -> list[str]:
 def restoration_metrics(cae: CAE, data: Images, config, out_dir: Path | None = None) -> dict:
     """Every method on the test crops at the configured weights; mean metrics per task."""
     crops = center_crops(data.test, int(config["test_size"]), int(config["crops_per_image"]))
-    weights = {"VBLE": config["lam"], "MAP-z": config["lam"]}
+    weights = {"VBLE": config["lam"], "VBLE-xz": config["lam"], "MAP-z": config["lam"]}
     weights.update({"Wiener": config["wiener_weight"], "TV": config["tv_weight"]})
     metrics = {}
     for task in _tasks(config):

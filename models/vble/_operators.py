@@ -11,6 +11,11 @@ can be passed to a ``ppl.expectation`` or ``ppl.fit`` as an argument:
   adjoint spreads each value over its block divided by ``factor²``.
 * `Mask`: keeps the observed pixels (inpainting); self-adjoint, output the same shape
   (missing pixels are 0).
+
+Each also has ``solve_gram(r, shift, scale)`` = ``(shift·I + scale·A A^T)^{-1} r`` in
+closed form (``A A^T`` is circulant, ``I/factor²`` or the diagonal mask) and
+``gram_diag(shape, shift, scale)``, the diagonal of ``A^T (shift·I + scale·A A^T)^{-1} A``,
+which VBLE-xz needs for the Gaussian image-level posterior ``q(x | z)``.
 """
 
 from __future__ import annotations
@@ -65,6 +70,16 @@ class Blur(eqx.Module):
     def transpose(self, y):
         return jnp.real(jnp.fft.ifft2(jnp.fft.fft2(y) * jnp.conj(self._transfer(y.shape))))
 
+    def solve_gram(self, r, shift, scale):
+        """``(shift·I + scale·A A^T)^{-1} r``: a division in the Fourier domain."""
+        power = jnp.abs(self._transfer(r.shape)) ** 2
+        return jnp.real(jnp.fft.ifft2(jnp.fft.fft2(r) / (shift + scale * power)))
+
+    def gram_diag(self, shape, shift, scale):
+        """Diagonal of ``A^T (shift·I + scale·A A^T)^{-1} A`` (circulant: a constant)."""
+        power = jnp.abs(self._transfer(shape)) ** 2
+        return jnp.full(shape, jnp.mean(power / (shift + scale * power)))
+
     def output_shape(self, shape):
         return tuple(shape)
 
@@ -89,6 +104,15 @@ class Downsample(eqx.Module):
         f = self.factor
         return jnp.repeat(jnp.repeat(y, f, axis=0), f, axis=1) / (f * f)
 
+    def solve_gram(self, r, shift, scale):
+        """``(shift·I + scale·A A^T)^{-1} r`` with ``A A^T = I / factor²``."""
+        return r / (shift + scale / self.factor**2)
+
+    def gram_diag(self, shape, shift, scale):
+        """Diagonal of ``A^T (shift·I + scale·A A^T)^{-1} A`` (``diag(A^T A) = 1/factor⁴``)."""
+        f2 = self.factor**2
+        return jnp.full(shape, 1.0 / (f2 * f2 * (shift + scale / f2)))
+
     def output_shape(self, shape):
         self._check(shape)
         return (shape[0] // self.factor, shape[1] // self.factor)
@@ -106,6 +130,14 @@ class Mask(eqx.Module):
 
     def transpose(self, y):
         return y * self.mask
+
+    def solve_gram(self, r, shift, scale):
+        """``(shift·I + scale·A A^T)^{-1} r`` with ``A A^T = diag(mask)``."""
+        return r / (shift + scale * self.mask)
+
+    def gram_diag(self, shape, shift, scale):
+        """Diagonal of ``A^T (shift·I + scale·A A^T)^{-1} A``."""
+        return jnp.broadcast_to(self.mask / (shift + scale * self.mask), shape)
 
     def output_shape(self, shape):
         return tuple(shape)

@@ -19,9 +19,13 @@ import numpy as np
 from models.vble._baselines import coverage, psnr, spearman, ssim, tikhonov, tv_restore, wiener
 from models.vble._operators import Blur, Downsample, Mask, gaussian_kernel, random_mask
 from models.vble._restore import (
+    conditional_variance,
+    decoder_std,
     fit_map,
     fit_vble,
+    fit_vble_xz,
     posterior_samples,
+    posterior_samples_xz,
     summarize_samples,
 )
 
@@ -36,7 +40,7 @@ __all__ = [
 ]
 
 TASKS = ("deblur", "sr4", "inpaint")
-METHODS = ("VBLE", "MAP-z", "Wiener", "TV")
+METHODS = ("VBLE", "VBLE-xz", "MAP-z", "Wiener", "TV")
 
 
 def make_task(task: str, shape, config: Mapping[str, Any], seed: int = 0):
@@ -71,12 +75,31 @@ def initial_image(task: str, y, operator, shape) -> np.ndarray:
     return np.clip(np.asarray(jnp.where(mask > 0, jnp.asarray(y), filled)), 0.0, 1.0)
 
 
+def gamma_of(config: Mapping[str, Any]) -> float:
+    """γ of VBLE-xz: ``config["decoder_std"]`` if set, else the one α implies."""
+    value = config.get("decoder_std")
+    return float(value) if value is not None else decoder_std(float(config["alpha"]))
+
+
 def run_method(method, key, task, cae, operator, y, sigma, weight, config, shape):
     """One method on one degraded image: a dict with ``mean`` (and ``std``, ``low``,
-    ``high`` for VBLE) and ``seconds``. ``weight`` is λ (VBLE, MAP-z), the Wiener
-    balance / Tikhonov β, or the TV μ."""
+    ``high`` for VBLE and VBLE-xz) and ``seconds``. ``weight`` is λ (VBLE, VBLE-xz,
+    MAP-z), the Wiener balance / Tikhonov β, or the TV μ."""
     start = time.perf_counter()
-    if method in ("VBLE", "MAP-z"):
+    if method == "VBLE-xz":
+        x_init = initial_image(task, y, operator, shape)
+        key_fit, key_samples = jax.random.split(key)
+        gamma, steps = gamma_of(config), int(config["vble_steps"])
+        q, _ = fit_vble_xz(key_fit, cae, operator, y, sigma, weight, gamma, x_init, steps)
+        samples, means = posterior_samples_xz(
+            key_samples, cae, q, operator, y, sigma, gamma, int(config["num_samples"])
+        )
+        out = {k: np.asarray(v) for k, v in summarize_samples(samples).items()}
+        out["mean"] = np.clip(np.asarray(jnp.mean(means, 0)), 0.0, 1.0)
+        variance = jnp.var(means, 0) + conditional_variance(operator, shape, sigma, gamma)
+        out["std"] = np.asarray(jnp.sqrt(variance))
+        out["samples"] = np.asarray(samples)
+    elif method in ("VBLE", "MAP-z"):
         x_init = initial_image(task, y, operator, shape)
         fit = fit_vble if method == "VBLE" else fit_map
         key_fit, key_samples = jax.random.split(key)
