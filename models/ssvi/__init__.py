@@ -132,11 +132,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "density": 0.1,  # 90 % sparsity; 1.0 is dense mean-field VI
     "update": True,  # False: a static random support (no γ-steps)
     "criterion": "SNR_mean_abs",  # removal score (see CRITERIA)
-    "epochs": 60,
+    "epochs": 200,
     "batch_size": 128,
-    "learning_rate": 1e-3,  # Adam, cosine-decayed to 0
+    "learning_rate": 1e-2,  # Adam, cosine-decayed to 0
     "prior_std": 0.1,
-    "kl_scale": 0.1,  # κ, the tempering
+    "kl_scale": 0.01,  # κ, the tempering (the reference value)
     "warmup_fraction": 0.5,  # KL warm-up over the first half
     "init_scale": 1e-3,  # initial σ
     "delta": 50,  # ΔT

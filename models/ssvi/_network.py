@@ -60,7 +60,7 @@ def mlp(num_inputs: int, hidden: tuple = (256, 256), num_classes: int = 10) -> t
 
 def cnn1d(
     length: int = 40,
-    channels: tuple = (32, 32, 32),
+    channels: tuple = (16, 32, 32),
     kernels: tuple = (5, 3, 3),
     strides: tuple = (1, 2, 2),
     hidden: int = 256,
@@ -68,7 +68,10 @@ def cnn1d(
 ) -> tuple:
     """A small 1-D CNN: convolutions (ReLU), flatten, a hidden dense layer, the head.
 
-    The first convolution is kept dense, as in the reference code.
+    The first convolution is kept dense, as in the reference code. It has 16 channels
+    (32 before): evaluated at all 40 positions, a dense 32-channel first layer was 27 %
+    of the sparse network's forward FLOPs and capped the saving at 90 % sparsity below
+    8x; with 16 channels it is about 18 %.
     """
     layers, in_channels = [], 1
     for i, (out_channels, kernel, stride) in enumerate(zip(channels, kernels, strides)):

@@ -68,9 +68,9 @@ class Settings(NamedTuple):
     steps_per_epoch: int
     batch_size: int
     num_train: int
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-2
     prior_std: float = 0.1
-    kl_scale: float = 0.1
+    kl_scale: float = 0.01
     warmup_fraction: float = 0.5
     update: bool = True
     criterion: str = "SNR_mean_abs"
@@ -174,12 +174,14 @@ def training_flops(arch: tuple, counts: dict, settings: Settings) -> float:
 
     Each φ-step costs ``3 × B ×`` the sparse LRT forward pass (forward, and the two
     backward products, each proportional to the active weights); each γ-step replaces
-    a φ-step by a dense forward and backward pass (the dense ``∂L/∂µ``), as RigL counts.
+    a φ-step by the sparse forward pass, the sparse backward pass to the activations
+    and the dense weight gradient (the dense ``∂L/∂µ``): ``2 f_S + f_D``, as RigL counts
+    it (Evci et al., "Rigging the Lottery", ICML 2020).
     """
     sparse = forward_flops(arch, counts)
     dense = forward_flops(arch)
     updates = num_updates(settings)
-    per_example = (settings.num_steps - updates) * 3.0 * sparse + updates * 3.0 * dense
+    per_example = (settings.num_steps - updates) * 3.0 * sparse + updates * (2.0 * sparse + dense)
     return per_example * settings.batch_size
 
 
