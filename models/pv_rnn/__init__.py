@@ -27,10 +27,13 @@ import numpy as np
 
 import models
 from models.pv_rnn._data import (
+    EMISSIONS,
     PRIMITIVES,
+    STATES,
     TRUE_TRANSITIONS,
     Data,
     Sequences,
+    chain_transitions,
     lissajous_sequences,
     load_data,
     templates,
@@ -44,6 +47,8 @@ from models.pv_rnn._evaluate import (
 from models.pv_rnn._metrics import (
     branch_prior_scale,
     classify_cycles,
+    cycle_states,
+    filter_predictions,
     mean_and_standard_error,
     oracle_predictions,
     total_variation,
@@ -73,14 +78,19 @@ from models.pv_rnn._train import (
 __all__ = [
     "CITATION",
     "DEFAULT_CONFIG",
+    "EMISSIONS",
     "PRIMITIVES",
+    "STATES",
     "TRUE_TRANSITIONS",
     "Data",
     "Sequences",
     "branch_prior_scale",
+    "chain_transitions",
     "classify_cycles",
+    "cycle_states",
     "error_regression",
     "evaluate",
+    "filter_predictions",
     "fit_pvrnn",
     "fit_vrnn",
     "future_targets",
@@ -125,9 +135,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "test_length": 120,
     "period": 16,
     "noise": 0.02,
+    "branch_probability": 0.8,  # P(B | A) = P(C | A') (see lissajous_sequences)
     "hidden": [20, 8],  # d units per layer, bottom first
     "latent": [2, 1],  # z units per layer
-    "tau": [2.0, 6.0],  # time constants per layer
+    "tau": [2.0, 16.0],  # time constants per layer (the top one spans a period)
+    "prior_scale": 0.1,  # the prior's σ^p at initialisation (see init_network)
     "w": 0.01,  # meta-prior: one number, or one per layer
     "vrnn_w": 0.01,  # the VRNN baseline's KL weight (same normalisation)
     "num_steps": 4000,

@@ -56,9 +56,10 @@ def pvrnn_metrics(
     and ``malformed_fraction`` of cycles generated from the prior, ``sigma_branch`` and
     ``sigma_inside`` (prior σ along the training posteriors; ``effective_*``: the same
     for the noise it injects into the units, see `effective_log_scales`), ``er_mse`` (error
-    regression's ``H``-step prediction error on the test set), ``oracle_mse`` (the
-    same for `oracle_predictions`, the floor) and ``er_loss_drop`` (the
-    mean windowed loss before minus after the iterations).
+    regression's ``H``-step prediction error on the test set), ``filter_mse`` (the
+    same for `filter_predictions`, the Bayes-optimal predictor: the achievable floor),
+    ``oracle_mse`` (for `oracle_predictions`, which also knows the hidden state) and
+    ``er_loss_drop`` (the mean windowed loss before minus after the iterations).
     """
     taus = taus_of(config)
     key_generate, key_regress = jax.random.split(key)
@@ -95,17 +96,24 @@ def pvrnn_metrics(
         **settings,
     )
     targets = _regression.future_targets(x_test, **settings)
-    oracle = _metrics.oracle_predictions(data.test.labels, data.test.phase, data.period, **settings)
+    oracle = _metrics.oracle_predictions(
+        data.test.states, data.test.phase, data.period, transitions=data.transitions, **settings
+    )
+    best = _metrics.filter_predictions(
+        data.test.x, data.period, data.noise, transitions=data.transitions, **settings
+    )
     metrics = {
         "recon_mse": float(jnp.mean((x_mean - x_train) ** 2)),
-        "tv_distance": _metrics.total_variation(counts),
+        "tv_distance": _metrics.total_variation(counts, data.transitions),
         "malformed_fraction": float(np.mean(all_labels < 0)),
         "p_b_after_a": float(counts[0, 1] / max(counts[0].sum(), 1.0)),
+        "p_c_after_a2": float(counts[2, 2] / max(counts[2].sum(), 1.0)),
         "sigma_branch": sigma_branch,
         "sigma_inside": sigma_inside,
         "effective_sigma_branch": effective_branch,
         "effective_sigma_inside": effective_inside,
         "er_mse": float(jnp.mean((predictions - targets) ** 2)),
+        "filter_mse": float(np.mean((best - np.asarray(targets)) ** 2)),
         "oracle_mse": float(np.mean((oracle - np.asarray(targets)) ** 2)),
         "er_loss_drop": float(jnp.mean(losses[:, 0] - losses[:, 1])),
     }

@@ -57,9 +57,19 @@ def _dense(key: jax.Array, fan_in: int, fan_out: int, scale: float = 1.0) -> jax
 
 
 def init_network(
-    key: jax.Array, hidden: Sequence[int], latent: Sequence[int], output_dim: int = 2
+    key: jax.Array,
+    hidden: Sequence[int],
+    latent: Sequence[int],
+    output_dim: int = 2,
+    prior_scale: float = 1.0,
 ) -> dict:
-    """The generative network: per layer recurrent, latent, top-down and prior weights."""
+    """The generative network: per layer recurrent, latent, top-down and prior weights.
+
+    The prior's ``log σ^p`` starts near ``log prior_scale`` (its bias; the weights from
+    ``d`` are small), its mean near 0.
+    """
+    if prior_scale <= 0:
+        raise ValueError(f"prior_scale must be positive, got {prior_scale}.")
     if len(hidden) != len(latent) or not hidden:
         raise ValueError(
             f"hidden {list(hidden)} and latent {list(latent)} must be non-empty lists of "
@@ -74,7 +84,7 @@ def init_network(
             "w_zd": _dense(k_zd, z_size, size),
             "b": jnp.zeros(size),
             "w_prior": _dense(k_prior, size, 2 * z_size, 0.1),
-            "b_prior": jnp.zeros(2 * z_size),
+            "b_prior": jnp.concatenate([jnp.zeros(z_size), jnp.full(z_size, jnp.log(prior_scale))]),
         }
         if index < len(hidden) - 1:
             layer["w_td"] = _dense(k_td, hidden[index + 1], size)
@@ -87,9 +97,19 @@ def init_network(
 
 
 def init_encoder(
-    key: jax.Array, hidden: Sequence[int], latent: Sequence[int], output_dim: int = 2, width=32
+    key: jax.Array,
+    hidden: Sequence[int],
+    latent: Sequence[int],
+    output_dim: int = 2,
+    width=32,
+    prior_scale: float = 1.0,
 ) -> list:
-    """VRNN encoder, per layer ``[d^l_{t-1}, x_t] -> width -> 2 dim z^l``."""
+    """VRNN encoder, per layer ``[d^l_{t-1}, x_t] -> width -> 2 dim z^l``.
+
+    Its ``log σ^q`` starts near ``log prior_scale``, as PV-RNN's adaptive vectors start
+    at the prior (`init_network` with the same ``prior_scale``), so neither posterior
+    starts away from its prior's scale.
+    """
     encoder = []
     for key_layer, size, z_size in zip(jax.random.split(key, len(hidden)), hidden, latent):
         k1, k2 = jax.random.split(key_layer)
@@ -98,7 +118,7 @@ def init_encoder(
                 "w1": _dense(k1, size + output_dim, width),
                 "b1": jnp.zeros(width),
                 "w2": _dense(k2, width, 2 * z_size, 0.1),
-                "b2": jnp.zeros(2 * z_size),
+                "b2": jnp.concatenate([jnp.zeros(z_size), jnp.full(z_size, jnp.log(prior_scale))]),
             }
         )
     return encoder

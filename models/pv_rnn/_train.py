@@ -45,7 +45,9 @@ def layer_weights(w, num_layers: int) -> jax.Array:
 def init_pvrnn(key: jax.Array, config: Mapping[str, Any], num_sequences: int, length: int):
     """Network weights and the adaptive vectors (from the prior's pre-activations)."""
     taus = taus_of(config)
-    net = _model.init_network(key, list(config["hidden"]), list(config["latent"]))
+    net = _model.init_network(
+        key, list(config["hidden"]), list(config["latent"]), prior_scale=config["prior_scale"]
+    )
     adaptive = _model.init_adaptive(net, taus, num_sequences, length)
     return {"net": net, "adaptive": adaptive}
 
@@ -54,8 +56,10 @@ def init_vrnn(key: jax.Array, config: Mapping[str, Any]):
     key_net, key_encoder = jax.random.split(key)
     hidden, latent = list(config["hidden"]), list(config["latent"])
     return {
-        "net": _model.init_network(key_net, hidden, latent),
-        "encoder": _model.init_encoder(key_encoder, hidden, latent),
+        "net": _model.init_network(key_net, hidden, latent, prior_scale=config["prior_scale"]),
+        "encoder": _model.init_encoder(
+            key_encoder, hidden, latent, prior_scale=config["prior_scale"]
+        ),
     }
 
 

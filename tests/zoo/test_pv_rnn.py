@@ -39,14 +39,20 @@ TINY = {
 
 def test_sequences_follow_the_state_machine():
     seqs = pv_rnn.lissajous_sequences(0, 40, 16 * 30, period=16, noise=0.0)
-    cycles = seqs.labels[:, ::16]
-    assert np.all(cycles[:, 0] == 0)
-    after_a = cycles[:, 1:][cycles[:, :-1] == 0]
-    after_bc = cycles[:, 1:][cycles[:, :-1] > 0]
-    assert np.all(after_bc == 0) and np.all(after_a > 0)
-    # P(B | A) = 0.7 within 4 standard errors
-    share = np.mean(after_a == 1)
-    assert abs(share - 0.7) < 4 * np.sqrt(0.21 / after_a.size)
+    states, labels = seqs.states[:, ::16], seqs.labels[:, ::16]
+    np.testing.assert_array_equal(labels, pv_rnn.EMISSIONS[states])
+    assert np.all(states[:, 0] == 0)
+    previous, following = states[:, :-1], states[:, 1:]
+    assert np.all(following[previous == 1] == 2) and np.all(following[previous == 3] == 0)
+    # P(B | A) = P(C | A') = 0.8 within 4 standard errors
+    for state, likely in ((0, 1), (2, 3)):
+        after = following[previous == state]
+        assert set(np.unique(after)) <= {1, 3}
+        share = np.mean(after == likely)
+        assert abs(share - 0.8) < 4 * np.sqrt(0.16 / after.size)
+    # A' is exactly the circle after a B: the hidden state is read off the cycles
+    for row, row_states in zip(labels, states):
+        np.testing.assert_array_equal(pv_rnn.cycle_states(row), row_states)
     shapes = pv_rnn.templates(16)
     np.testing.assert_allclose(seqs.x, seqs.clean)
     np.testing.assert_allclose(seqs.x[:, :16], np.broadcast_to(shapes[0], (40, 16, 2)))
@@ -62,6 +68,8 @@ def test_bad_inputs_are_named():
         pv_rnn.layer_weights([0.1, 0.2, 0.3], 2)
     with pytest.raises(ValueError, match="period"):
         pv_rnn.templates(2)
+    with pytest.raises(ValueError, match="branch probability"):
+        pv_rnn.chain_transitions(1.5)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -69,17 +77,39 @@ def test_bad_inputs_are_named():
 
 def test_classify_and_transition_statistics_hand_made():
     shapes = pv_rnn.templates(8)
-    trajectory = np.concatenate([shapes[0], shapes[1], shapes[0], shapes[2], 0.9 + shapes[0]])
+    trajectory = np.concatenate(
+        [shapes[0], shapes[1], shapes[0], shapes[2], shapes[0], shapes[2], 0.9 + shapes[0]]
+    )
     trajectory = np.concatenate([trajectory, shapes[0][:1]])  # room for the last shift
     labels = pv_rnn.classify_cycles(trajectory, 8)
-    np.testing.assert_array_equal(labels, [0, 1, 0, 2, -1])
+    np.testing.assert_array_equal(labels, [0, 1, 0, 2, 0, 2, -1])
+    np.testing.assert_array_equal(pv_rnn.cycle_states(labels), [0, 1, 2, 3, 0, 3, -1])
     counts = pv_rnn.transition_counts([labels])
-    np.testing.assert_array_equal(counts[0], [0, 1, 1, 0])
-    np.testing.assert_array_equal(counts[1], [1, 0, 0, 0])
-    np.testing.assert_array_equal(counts[2], [0, 0, 0, 1])
-    # row A: |0.5-0.7| + |0.5-0.3| -> 0.2; row B: 0; row C: all malformed -> 1
-    assert pv_rnn.total_variation(counts) == pytest.approx((0.2 + 0.0 + 1.0) / 3)
-    assert pv_rnn.total_variation(np.zeros((3, 4))) == 1.0
+    np.testing.assert_array_equal(counts[0], [0, 1, 1, 0])  # A -> B, A -> C
+    np.testing.assert_array_equal(counts[1], [1, 0, 0, 0])  # B -> A'
+    np.testing.assert_array_equal(counts[2], [0, 0, 1, 0])  # A' -> C
+    np.testing.assert_array_equal(counts[3], [1, 0, 0, 1])  # C -> A, C -> malformed
+    # true rows over (A, B, C, malformed): A (0, .8, .2, 0), B (1, 0, 0, 0),
+    # A' (0, .2, .8, 0), C (1, 0, 0, 0)
+    truth = pv_rnn.chain_transitions(0.8)
+    expected = (0.3 + 0.0 + 0.2 + 0.5) / 4
+    assert pv_rnn.total_variation(counts, truth) == pytest.approx(expected)
+    assert pv_rnn.total_variation(np.zeros((4, 4)), truth) == 1.0
+
+
+def test_filter_matches_the_oracle_once_the_state_is_known():
+    truth = pv_rnn.chain_transitions(0.8)
+    seqs = pv_rnn.lissajous_sequences(3, 6, 96, period=16, noise=0.02, transitions=truth)
+    oracle = pv_rnn.oracle_predictions(seqs.states, seqs.phase, 16, 4, 5, truth)
+    best = pv_rnn.filter_predictions(seqs.x, 16, 0.02, 4, 5, truth)
+    assert oracle.shape == best.shape == (6, 96 - 5 - 4 + 1, 5, 2)
+    # inside a B or C (past its first steps) the observations reveal the state
+    last = np.arange(4, 96 - 5 + 1) - 1
+    known = (seqs.labels[:, last] > 0) & (seqs.phase[:, last] >= 3)
+    np.testing.assert_allclose(best[known], oracle[known], atol=1e-3)
+    # inside an A the filter must remember the primitive before it: B -> A' exactly
+    circle = (seqs.labels[:, last] == 0) & (seqs.phase[:, last] >= 3) & (last >= 16)
+    np.testing.assert_allclose(best[circle], oracle[circle], atol=1e-3)
 
 
 def test_classify_follows_a_phase_slip():
