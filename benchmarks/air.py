@@ -173,9 +173,16 @@ def pyro_air(config):
             z_what = torch.zeros(n, z_what_size)
             pres = torch.ones(n)
             images = x.view(n, canvas, canvas)
+            # the LSTM as in models.air: the canvas's part of the gates once per canvas
+            w_ih, pixels = self.lstm.weight_ih, canvas**2
+            projected = x @ w_ih[:, :pixels].T + self.lstm.bias_ih + self.lstm.bias_hh
             with pyro.plate("canvases", n):
                 for t in range(steps):
-                    h, c = self.lstm(torch.cat([x, z_where, z_what, pres[:, None]], -1), (h, c))
+                    rest = torch.cat([z_where, z_what, pres[:, None]], -1)
+                    gates = projected + rest @ w_ih[:, pixels:].T + h @ self.lstm.weight_hh.T
+                    i, f, g, o = gates.chunk(4, -1)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(c)
                     out = self.predict(h)
                     p_pres = torch.sigmoid(out[:, 0] + 2.0)
                     loc = out[:, 1:4] + where_loc

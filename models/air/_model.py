@@ -10,8 +10,7 @@ steps; ``pres_t = Π_{s≤t} z_pres_s`` (the count process stops after the first
 
 ``ST`` the spatial transformer placing a 20x20 window on the canvas. Masked sites are
 still drawn, from the same distribution in model and guide, but their log density is
-scaled by ``pres`` (``numpyro.handlers.scale``; ``mask`` would wrap the distribution,
-which ``ppl.mvd`` does not accept): their ratio is 1, so the objective is AIR's ELBO,
+scaled by ``pres`` (``numpyro.handlers.scale``): their ratio is 1, so the objective is AIR's ELBO,
 and enumerating a ``z_pres`` after a zero simply evaluates the same program twice (no
 ``0 · log 0`` in any branch).
 
@@ -46,7 +45,8 @@ from models.air._nets import (
     init_lstm,
     init_mlp,
     linear,
-    lstm,
+    lstm_input_projection,
+    lstm_projected,
     mlp,
     window_to_image,
 )
@@ -146,9 +146,10 @@ def guide(x: jax.Array, num_steps: int = 3, pres_prior: float = 0.5, scale_prior
     z_what = jnp.zeros(z_what_size)
     pres = jnp.ones(())
     presence = []
+    projected = lstm_input_projection(net["lstm"], x)  # the canvas part, once per canvas
     for t in range(num_steps):
-        inputs = jnp.concatenate([x, z_where, z_what, pres[None]])
-        state = lstm(net["lstm"], inputs, state)
+        inputs = jnp.concatenate([z_where, z_what, pres[None]])
+        state = lstm_projected(net["lstm"], projected, inputs, state)
         out = linear(net["predict"], state[0])
         p_pres = jax.nn.sigmoid(out[0] + 2.0)  # starts near 0.9: every step tried
         where_loc = out[1:4] + jnp.array([scale_prior[0], 0.0, 0.0])

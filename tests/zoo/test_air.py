@@ -92,6 +92,19 @@ def test_transformer_matches_grid_sample_geometry():
     assert float(canvas[7:17, 3:12].min()) > 0.0
 
 
+def test_projected_lstm_equals_the_full_step():
+    """The guide's LSTM with the canvas projected once per canvas is the plain LSTM step."""
+    from models.air._nets import init_lstm, lstm, lstm_input_projection, lstm_projected
+
+    key_cell, key_x, key_in, key_h = jax.random.split(jax.random.key(0), 4)
+    cell = init_lstm(key_cell, 30 + 5, 8)
+    x, inputs = jax.random.normal(key_x, (30,)), jax.random.normal(key_in, (5,))
+    state = (jax.random.normal(key_h, (8,)), jnp.ones(8))
+    full = lstm(cell, jnp.concatenate([x, inputs]), state)
+    split = lstm_projected(cell, lstm_input_projection(cell, x), inputs, state)
+    np.testing.assert_allclose(np.stack(full), np.stack(split), rtol=1e-5, atol=1e-6)
+
+
 def test_generated_counts(data):
     counts = data.train.counts
     assert counts.min() >= 0 and counts.max() <= TINY["max_objects"]
