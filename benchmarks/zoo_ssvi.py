@@ -51,8 +51,6 @@ PRUNED = "dense pruned 90% + FT"
 ORDER = (*ARMS, PRUNED)
 METRICS = ("accuracy", "nll", "ece", "l2_ce", "mean_accuracy")
 NETWORKS = {"digits": "mlp", "mnist1d": "cnn"}
-# Per data set departures from ``ssvi.DEFAULT_CONFIG`` (none at present).
-OVERRIDES: dict = {"digits": {}, "mnist1d": {}}
 
 
 def _take(tree, index):
@@ -83,13 +81,7 @@ def run_dataset(name: str, args, folder: Path) -> dict:
     network = NETWORKS[name]
     arch = ssvi.architecture(name, network)
     epochs = args.epochs_digits if name == "digits" else args.epochs_mnist1d
-    config = {
-        **ssvi.DEFAULT_CONFIG,
-        **OVERRIDES[name],
-        "dataset": name,
-        "network": network,
-        "epochs": epochs,
-    }
+    config = {**ssvi.DEFAULT_CONFIG, "dataset": name, "network": network, "epochs": epochs}
     seeds = args.seeds
     results, traces, timings = {}, {}, {}
     dense_state = None

@@ -56,7 +56,7 @@ def cycle_states(labels: np.ndarray) -> np.ndarray:
             states[i] = 1
         elif label == 2:
             states[i] = 3
-        elif label == 0 and previous is None or label == 0 and previous == 2:
+        elif label == 0 and previous in (None, 2):
             states[i] = 0
         elif label == 0 and previous == 1:
             states[i] = 2

@@ -56,6 +56,13 @@ def _dense(key: jax.Array, fan_in: int, fan_out: int, scale: float = 1.0) -> jax
     return scale * jax.random.normal(key, (fan_in, fan_out)) / jnp.sqrt(fan_in)
 
 
+def _gaussian_bias(z_size: int, scale: float) -> jax.Array:
+    """The bias of a ``(mean, log σ)`` head: mean 0, ``σ = scale``."""
+    if scale <= 0:
+        raise ValueError(f"prior_scale must be positive, got {scale}.")
+    return jnp.concatenate([jnp.zeros(z_size), jnp.full(z_size, jnp.log(scale))])
+
+
 def init_network(
     key: jax.Array,
     hidden: Sequence[int],
@@ -68,8 +75,6 @@ def init_network(
     The prior's ``log σ^p`` starts near ``log prior_scale`` (its bias; the weights from
     ``d`` are small), its mean near 0.
     """
-    if prior_scale <= 0:
-        raise ValueError(f"prior_scale must be positive, got {prior_scale}.")
     if len(hidden) != len(latent) or not hidden:
         raise ValueError(
             f"hidden {list(hidden)} and latent {list(latent)} must be non-empty lists of "
@@ -84,7 +89,7 @@ def init_network(
             "w_zd": _dense(k_zd, z_size, size),
             "b": jnp.zeros(size),
             "w_prior": _dense(k_prior, size, 2 * z_size, 0.1),
-            "b_prior": jnp.concatenate([jnp.zeros(z_size), jnp.full(z_size, jnp.log(prior_scale))]),
+            "b_prior": _gaussian_bias(z_size, prior_scale),
         }
         if index < len(hidden) - 1:
             layer["w_td"] = _dense(k_td, hidden[index + 1], size)
@@ -118,7 +123,7 @@ def init_encoder(
                 "w1": _dense(k1, size + output_dim, width),
                 "b1": jnp.zeros(width),
                 "w2": _dense(k2, width, 2 * z_size, 0.1),
-                "b2": jnp.concatenate([jnp.zeros(z_size), jnp.full(z_size, jnp.log(prior_scale))]),
+                "b2": _gaussian_bias(z_size, prior_scale),
             }
         )
     return encoder

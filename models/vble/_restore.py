@@ -77,32 +77,42 @@ def _widths(log_width):
     return jnp.exp(jnp.clip(log_width, *LOG_WIDTH_BOUNDS))
 
 
+def _residual(cae: CAE, operator, z, y):
+    mean = jnp.clip(cae.decode(z)[0], *DATA_CLIP)
+    return y - operator(mean), mean
+
+
 def _data_term(cae: CAE, operator, z, y, sigma):
-    x = jnp.clip(cae.decode(z)[0], *DATA_CLIP)
-    return jnp.sum((operator(x) - y) ** 2) / (2.0 * sigma**2), x.size
+    r, x = _residual(cae, operator, z, y)
+    return jnp.sum(r**2) / (2.0 * sigma**2), x.size
+
+
+def _latent_elbo(q: LatentPosterior, cae: CAE, operator, y, sigma, lam, gamma=None):
+    """The ELBO per pixel over ``q(z, h)``; ``gamma`` set: VBLE-xz's marginal likelihood."""
+    width_z, width_h = _widths(q.log_width_z), _widths(q.log_width_h)
+    z = ppl.sample(dist.Uniform(q.z - width_z / 2, q.z + width_z / 2), ppl.reparam, name="z")
+    h = ppl.sample(dist.Uniform(q.h - width_h / 2, q.h + width_h / 2), ppl.reparam, name="h")
+    if gamma is None:
+        data, num_pixels = _data_term(cae, operator, z, y, sigma)
+    else:
+        r, mean = _residual(cae, operator, z, y)
+        data = 0.5 * jnp.sum(r * operator.solve_gram(r, sigma**2, gamma**2))
+        num_pixels = mean.size
+    entropy = jnp.sum(jnp.log(width_z)) + jnp.sum(jnp.log(width_h))
+    kl = -entropy - log_prior(cae, z, h)
+    return -(data + lam * kl) / num_pixels
 
 
 @ppl.expectation
 def vble_objective(q: LatentPosterior, cae: CAE, operator, y, sigma, lam):
     """The VBLE ELBO per pixel (λ = 1: the ELBO; maximized)."""
-    width_z, width_h = _widths(q.log_width_z), _widths(q.log_width_h)
-    z = ppl.sample(dist.Uniform(q.z - width_z / 2, q.z + width_z / 2), ppl.reparam, name="z")
-    h = ppl.sample(dist.Uniform(q.h - width_h / 2, q.h + width_h / 2), ppl.reparam, name="h")
-    data, num_pixels = _data_term(cae, operator, z, y, sigma)
-    entropy = jnp.sum(jnp.log(width_z)) + jnp.sum(jnp.log(width_h))
-    kl = -entropy - log_prior(cae, z, h)
-    return -(data + lam * kl) / num_pixels
+    return _latent_elbo(q, cae, operator, y, sigma, lam)
 
 
 def decoder_std(alpha: float) -> float:
     """γ of the Gaussian decoder ``p(x | z) = N(g_s(z), γ² I)`` that the rate-distortion
     loss ``α·255²·MSE + bpp`` implies: ``γ² = 1 / (2 ln 2 · α · 255²)``."""
     return float((2.0 * math.log(2.0) * alpha * 255.0**2) ** -0.5)
-
-
-def _residual(cae: CAE, operator, z, y):
-    mean = jnp.clip(cae.decode(z)[0], *DATA_CLIP)
-    return y - operator(mean), mean
 
 
 @ppl.expectation
@@ -113,14 +123,7 @@ def vble_xz_objective(q: LatentPosterior, cae: CAE, operator, y, sigma, lam, gam
     (``-log N(y; A g_s(z), σ² I + γ² A A^T)`` up to a constant); at γ = 0 this is
     `vble_objective`.
     """
-    width_z, width_h = _widths(q.log_width_z), _widths(q.log_width_h)
-    z = ppl.sample(dist.Uniform(q.z - width_z / 2, q.z + width_z / 2), ppl.reparam, name="z")
-    h = ppl.sample(dist.Uniform(q.h - width_h / 2, q.h + width_h / 2), ppl.reparam, name="h")
-    r, mean = _residual(cae, operator, z, y)
-    data = 0.5 * jnp.sum(r * operator.solve_gram(r, sigma**2, gamma**2))
-    entropy = jnp.sum(jnp.log(width_z)) + jnp.sum(jnp.log(width_h))
-    kl = -entropy - log_prior(cae, z, h)
-    return -(data + lam * kl) / mean.size
+    return _latent_elbo(q, cae, operator, y, sigma, lam, gamma)
 
 
 def conditional_mean(cae: CAE, operator, z, y, sigma, gamma):

@@ -209,12 +209,12 @@ def _run_from(jaxpr, start, env, acc, key, kont, salt=None, primal=False):
         invals = [_read(env, v) for v in eqn.invars]
         prim = eqn.primitive
         if prim is sample_p:
-            strategy, distribution = _site_objects(eqn, invals)
-            site = eqn.params["site"]
             if primal:
                 key_i = jax.random.fold_in(key, i) if shared else key
                 _write(env, eqn.outvars, [_primal_site(eqn, invals, key_i)])
                 continue
+            strategy, distribution = _site_objects(eqn, invals)
+            site = eqn.params["site"]
             if strategy.needs_continuation:
                 if kont is None:
                     raise _loop_error((site, type(strategy).__name__))
@@ -271,32 +271,37 @@ def _site_objects(eqn, invals):
     return strategy, distribution
 
 
-def _primal_site(eqn, invals, key):
-    """A plain draw from the site's distribution (primal mode): no score, no gradient."""
+def _per_lane(eqn, invals, key, draw):
+    """``draw(key, leaves)`` at a site, with one key per lane of its batch dimensions
+    (sites inside ``jax.vmap``/``ppl.particles``), ``leaves`` the distribution's and
+    the strategy's."""
     p = eqn.params
     n = p["batch_ndims"]
     leaves = invals[p["num_lanes"] :]
-
-    def draw(key, leaves):
-        distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
-        return sg(distribution.sample(key))
-
     if n == 0:
-        return _cast(draw(key, leaves), eqn)
+        return draw(key, leaves)
     batch = p["shape"][:n]
     keys = jax.random.split(key, math.prod(batch)).reshape(batch)
     fn = draw
     for _ in range(n):
         fn = jax.vmap(fn)
-    return _cast(fn(keys, leaves), eqn)
+    return fn(keys, leaves)
+
+
+def _primal_site(eqn, invals, key):
+    """A plain draw from the site's distribution (primal mode): no score, no gradient."""
+    p = eqn.params
+
+    def draw(key, leaves):
+        distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
+        return sg(distribution.sample(key))
+
+    return _cast(_per_lane(eqn, invals, key, draw), eqn)
 
 
 def _local_site(eqn, invals, acc: Acc, key):
     """Draw at a site whose strategy needs no continuation; update the sums."""
     p = eqn.params
-    n = p["batch_ndims"]
-    leaves = invals[p["num_lanes"] :]
-
     scored = []
 
     def draw(key, leaves):
@@ -311,15 +316,7 @@ def _local_site(eqn, invals, acc: Acc, key):
             zero if baseline is None else jnp.sum(baseline),
         )
 
-    if n == 0:
-        value, score, baseline = draw(key, leaves)
-    else:
-        batch = p["shape"][:n]
-        keys = jax.random.split(key, math.prod(batch)).reshape(batch)
-        fn = draw
-        for _ in range(n):
-            fn = jax.vmap(fn)
-        value, score, baseline = fn(keys, leaves)
+    value, score, baseline = _per_lane(eqn, invals, key, draw)
     value = _cast(value, eqn)
     if scored[0]:
         acc = Acc(
