@@ -208,10 +208,16 @@ def _resolve_variants(objective: Any, variants: Mapping) -> dict[str, Expectatio
         if isinstance(variant, Expectation):
             out[label] = variant
             continue
+        if callable(variant) and not isinstance(variant, Mapping):
+            # an estimator (key, params, *args) -> value built from Expectations, such as
+            # a minibatch mean from ppl.parallel.batch_mean: measured the same way
+            out[label] = variant
+            continue
         if not isinstance(variant, Mapping):
             raise TypeError(
-                f"variant '{label}' must be a strategy map (site name -> strategy) or a "
-                f"ppl.Expectation, got {type(variant).__name__}."
+                f"variant '{label}' must be a strategy map (site name -> strategy), a "
+                f"ppl.Expectation or an estimator function (key, params, *args) -> value, "
+                f"got {type(variant).__name__}."
             )
         if factory is None:
             raise TypeError(

@@ -30,10 +30,14 @@ class TrainingRun:
         seconds: wall-clock seconds from the start of training to the end of each
             step: the measured time of the run (compilation excluded) spread evenly
             over its steps, since `ppl.fit` runs steps in compiled chunks.
+        evaluations: with ``compare(train_metrics=...)``, ``"step"`` and ``"seconds"``
+            (training time, evaluations excluded) of each evaluation, from step 0,
+            and one array per metric; empty otherwise.
     """
 
     history: np.ndarray
     seconds: np.ndarray
+    evaluations: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def seconds_per_step(self) -> float:
@@ -216,6 +220,10 @@ class Comparison:
                 item["training"] = {
                     "history": _encode(r.training.history.tolist()),
                     "seconds": _encode(r.training.seconds.tolist()),
+                    "evaluations": {
+                        k: _encode(np.asarray(v).tolist())
+                        for k, v in r.training.evaluations.items()
+                    },
                 }
             variants.append(item)
         return {
@@ -258,6 +266,10 @@ class Comparison:
                 training = TrainingRun(
                     np.asarray(_decode(item["training"]["history"]), np.float64),
                     np.asarray(_decode(item["training"]["seconds"]), np.float64),
+                    {
+                        k: np.asarray(_decode(v), np.float64)
+                        for k, v in item["training"].get("evaluations", {}).items()
+                    },
                 )
             results[item["label"]] = VariantResult(
                 label=item["label"],
@@ -374,7 +386,8 @@ class Comparison:
         self, path: str | os.PathLike, *, window: int | None = None
     ) -> str | os.PathLike:
         """Save a PNG of the training objective (running mean) against wall-clock time
-        and against steps, one line per variant (as Figure 7 of Becker et al. 2024).
+        and against steps, one line per variant (as Figure 7 of Becker et al. 2024),
+        and a panel per ``train_metrics`` value against wall-clock time.
 
         Args:
             path: where to write the image.
@@ -386,13 +399,23 @@ class Comparison:
         trained = [r for r in self.results.values() if r.training is not None]
         if not trained:
             raise ValueError("plot_training: nothing was trained; pass train=steps to compare.")
-        figure, (by_time, by_step) = _figure(2)
+        metrics = []
+        for r in trained:
+            metrics += [m for m in r.training.evaluations if m not in ("step", "seconds", *metrics)]
+        figure, (by_time, by_step, *panels) = _figure(2 + len(metrics))
         for i, r in enumerate(trained):
             history = r.training.history
             size = max(1, history.size // 10) if window is None else window
             smooth = _running_mean(history, size)
             by_time.plot(r.training.seconds, smooth, color=f"C{i}", label=r.label)
             by_step.plot(np.arange(1, history.size + 1), smooth, color=f"C{i}", label=r.label)
+            evaluations = r.training.evaluations
+            for panel, name in zip(panels, metrics):
+                if name in evaluations:
+                    panel.plot(evaluations["seconds"], evaluations[name], marker=".",
+                               color=f"C{i}", label=r.label)  # fmt: skip
+        for panel, name in zip(panels, metrics):
+            panel.set(xlabel="wall-clock time (s)", ylabel=name)
         by_time.set(xlabel="wall-clock time (s)", ylabel="objective (running mean)")
         by_step.set(xlabel="step", ylabel="objective (running mean)")
         by_time.legend(fontsize=8, loc="lower right")
@@ -446,15 +469,17 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def _figure(columns: int):
+def _figure(panels: int):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("Comparison plots need matplotlib: pip install matplotlib") from err
-    figure = Figure(figsize=(6.5 * columns, 4.5), layout="constrained")
+    rows = -(-panels // 3)  # at most three panels a row
+    per_row = min(panels, 3)
+    figure = Figure(figsize=(6.5 * per_row, 4.5 * rows), layout="constrained")
     FigureCanvasAgg(figure)  # an explicit Agg canvas: no pyplot, no global backend
-    return figure, [figure.add_subplot(1, columns, i + 1) for i in range(columns)]
+    return figure, [figure.add_subplot(rows, per_row, i + 1) for i in range(panels)]
 
 
 def _seconds(value: float) -> str:

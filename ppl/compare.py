@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable, Mapping
@@ -223,9 +224,20 @@ def _measure(expectation, setup, keys, timing_keys, max_chunk_bytes, mesh=None) 
         n = keys.shape[0]
         chunk = max(1, min(math.ceil(n / 20), max_chunk_bytes // footprint))
         chunk = -(-chunk // axis_size(DATA)) * axis_size(DATA)
-        batched = jax.jit(
-            lambda keys, *rest: jax.vmap(one, in_axes=(0, None, None))(constrain_batch(keys), *rest)
-        )
+        if chunk == 1:
+            # one key per call: the compiled single estimate. (A vmap over a batch of one
+            # is not only wasted: XLA's CPU runtime crashed running one for AIR's
+            # enumerated gradient, jax 0.10.)
+            def batched(keys, *rest):
+                value, grads = compiled(keys[0], *rest)
+                return value[None], [g[None] for g in grads]
+
+        else:
+            batched = jax.jit(
+                lambda keys, *rest: jax.vmap(one, in_axes=(0, None, None))(
+                    constrain_batch(keys), *rest
+                )
+            )
         moments = _draw_moments(batched, keys, setup, chunk)
         time_median, quartiles = _time(compiled, timing_keys, setup)
     return _Measured(moments, batched, chunk, time_median, quartiles, memory)
@@ -279,6 +291,10 @@ def compare(
     reference_samples: int | None = None,
     train: int | None = None,
     optimizer: optax.GradientTransformation | None = None,
+    train_data: Any = None,
+    train_batch_size: int | None = None,
+    train_metrics: Callable[[Any], Mapping[str, float]] | None = None,
+    train_eval_every: int = 100,
     progress: bool = True,
     timing_calls: int = 30,
     max_chunk_bytes: int = 2**28,
@@ -331,7 +347,10 @@ def compare(
             be None).
         variants: label -> strategy map (site name -> `ppl.Strategy` or its name as
             in `parse_strategy`, given to the factory) or label -> Expectation (used
-            as is).
+            as is). A variant may also be an estimator function ``(key, params, *args)
+            -> value`` built from Expectations, such as the minibatch mean
+            ``ppl.parallel.batch_mean(elbo)``: its gradient is measured the same way
+            (it is unbiased if the function's mean is the objective).
         key: a PRNG key; split into the sample, reference, timing and training keys.
             Every variant sees the same keys.
         *args: ``(params, *args)`` for the objective.
@@ -341,6 +360,18 @@ def compare(
         train: if set, also run ``ppl.fit`` for this many steps with each variant
             from ``params`` (the same key), maximizing the objective.
         optimizer: for ``train`` (default ``optax.adam(1e-2)``).
+        train_data: for ``train``: a pytree of arrays with a leading example axis.
+            Training then draws minibatches of ``train_batch_size`` from it
+            (``ppl.fit(..., data=train_data)``) and passes each in place of the first
+            argument after ``params``; the gradient measurements keep the argument
+            given (one fixed minibatch).
+        train_batch_size: the minibatch size for ``train_data`` (default: all of it).
+        train_metrics: for ``train``: ``metrics(params) -> {name: float}``, called on
+            the initial parameters and every ``train_eval_every`` steps (a held-out
+            accuracy, say); its time is left out of the training clock. The values
+            are in ``TrainingRun.evaluations`` and get a panel each in
+            ``plot_training``.
+        train_eval_every: steps between ``train_metrics`` calls.
         progress: show a progress bar (tqdm) over the variants.
         timing_calls: timed calls per variant.
         max_chunk_bytes: bound on the memory of one vmapped chunk of estimates.
@@ -387,6 +418,9 @@ def compare(
         raise ValueError(f"compare: reference_samples must be >= 2, got {reference_samples!r}.")
     if train is not None and (isinstance(train, bool) or not isinstance(train, int) or train < 1):
         raise ValueError(f"compare: train must be a positive number of steps, got {train!r}.")
+    training = _TrainingOptions(
+        train_data, train_batch_size, train_metrics, train_eval_every, train, len(args)
+    )
     labels = list(expectations)
     reference_label = None
     if reference is None or isinstance(reference, str):
@@ -449,7 +483,15 @@ def compare(
             for label in bar:
                 bar.set_postfix_str(label)
                 results[label].training = _labelled(
-                    label, _train, expectations[label], key_train, args, optimizer, train, mesh
+                    label,
+                    _train,
+                    expectations[label],
+                    key_train,
+                    args,
+                    optimizer,
+                    train,
+                    mesh,
+                    training,
                 )
     return Comparison(
         results=results,
@@ -506,18 +548,102 @@ def _summarize(label, measured, setup, ref, ref_var, threshold) -> VariantResult
     )
 
 
-def _train(expectation, key, args, optimizer, num_steps, mesh=None) -> TrainingRun:
+class _TrainingOptions:
+    """The checked ``train_*`` arguments of `compare`."""
+
+    def __init__(self, data, batch_size, metrics, eval_every, train, num_args):
+        if train is None and (data is not None or metrics is not None):
+            raise ValueError("compare: train_data and train_metrics need train=steps.")
+        if data is not None and num_args < 2:
+            raise ValueError(
+                "compare: train_data replaces the argument after params, but the "
+                "objective gets only params; pass a minibatch after params for the "
+                "gradient measurements."
+            )
+        if batch_size is not None and data is None:
+            raise ValueError("compare: train_batch_size needs train_data.")
+        if metrics is not None and not callable(metrics):
+            raise TypeError(f"compare: train_metrics must be callable, got {metrics!r}.")
+        if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+            raise ValueError(
+                f"compare: train_eval_every must be a positive number of steps, got {eval_every!r}."
+            )
+        self.data, self.batch_size, self.metrics = data, batch_size, metrics
+        self.eval_every = eval_every
+
+    def evaluate(self, params) -> dict[str, float]:
+        values = self.metrics(params)
+        if not isinstance(values, Mapping):
+            raise TypeError(
+                f"compare: train_metrics must return a mapping name -> number, "
+                f"got {type(values).__name__}."
+            )
+        out = {}
+        for name, value in values.items():
+            try:
+                out[str(name)] = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"compare: train_metrics returned {name!r}: {value!r}, not a number."
+                ) from None
+        return out
+
+
+def _train(expectation, key, args, optimizer, num_steps, mesh=None, training=None) -> TrainingRun:
     params, rest = args[0], args[1:]
-    options = dict(optimizer=optimizer, progress=False, chunk_size=min(100, num_steps))
+    options = dict(optimizer=optimizer, progress=False)
     if mesh is not None:
         options["mesh"] = mesh
-    fit(key, expectation, params, *rest, num_steps=1, **options)  # compile
-    start = time.perf_counter()
-    result = fit(key, expectation, params, *rest, num_steps=num_steps, **options)
-    jax.block_until_ready(result.params)
-    elapsed = time.perf_counter() - start
-    steps = np.arange(1, result.history.size + 1)
-    return TrainingRun(np.asarray(result.history, np.float64), steps * (elapsed / steps.size))
+    if training is not None and training.data is not None:
+        rest = rest[1:]  # the minibatches take the place of the first argument
+        options.update(data=training.data, batch_size=training.batch_size)
+    if training is None or training.metrics is None:
+        options["chunk_size"] = min(100, num_steps)
+        fit(key, expectation, params, *rest, num_steps=1, **options)  # compile
+        start = time.perf_counter()
+        result = fit(key, expectation, params, *rest, num_steps=num_steps, **options)
+        jax.block_until_ready(result.params)
+        elapsed = time.perf_counter() - start
+        steps = np.arange(1, result.history.size + 1)
+        return TrainingRun(np.asarray(result.history, np.float64), steps * (elapsed / steps.size))
+    # Chunks of ``eval_every`` steps, each resumed from the last one's checkpoint (the
+    # optimizer state and the step count carry over, the compiled chunk is reused),
+    # with the metrics in between, off the clock.
+    every = min(training.eval_every, num_steps)
+    options["chunk_size"] = every
+    evaluations = {"step": [0], "seconds": [0.0]}
+    for name, value in training.evaluate(params).items():
+        evaluations[name] = [value]
+    ends, elapsed = [0], 0.0
+    with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as scratch:
+        fit(key, expectation, params, *rest, num_steps=every, checkpoint_dir=scratch, **options)
+        step = 0
+        while step < num_steps:
+            step = min(step + every, num_steps)
+            start = time.perf_counter()
+            result = fit(
+                key, expectation, params, *rest, num_steps=step, checkpoint_dir=folder,
+                resume=True, **options,
+            )  # fmt: skip
+            jax.block_until_ready(result.params)
+            elapsed += time.perf_counter() - start
+            ends.append(step)
+            evaluations["step"].append(step)
+            evaluations["seconds"].append(elapsed)
+            values = training.evaluate(result.params)
+            if set(values) != set(evaluations) - {"step", "seconds"}:
+                raise ValueError(
+                    f"compare: train_metrics returned {sorted(values)} at step {step}, "
+                    f"but {sorted(set(evaluations) - {'step', 'seconds'})} before."
+                )
+            for name, value in values.items():
+                evaluations[name].append(value)
+    history = np.asarray(result.history, np.float64)
+    # each chunk's measured time, spread evenly over its steps
+    seconds = np.interp(np.arange(1, history.size + 1), ends, evaluations["seconds"])
+    return TrainingRun(
+        history, seconds, {k: np.asarray(v, np.float64) for k, v in evaluations.items()}
+    )
 
 
 class _CallableModule(types.ModuleType):

@@ -255,6 +255,66 @@ def test_training_and_high_sample_reference(trained, tmp_path):
     assert "training_plot" in trained.save(tmp_path / "out")
 
 
+@ppl.expectation
+def squared_distance(params, x):
+    z = ppl.sample(dist.Normal(params["loc"], 1.0), ppl.reparam)
+    return -((x - z) ** 2)
+
+
+DATA = jnp.linspace(-1.0, 3.0, 64)  # mean 1; the measured minibatch DATA[:8] has mean -0.78
+
+
+def _distance(params):
+    return {"distance": abs(float(params["loc"]) - 1.0)}
+
+
+def test_training_on_minibatches_with_metrics(tmp_path):
+    """A minibatch estimator as a variant; ``train_data`` minibatches replace the
+    measured batch in training (the optimum
+    is the mean of all the data, not of the batch), and ``train_metrics`` is called
+    every ``train_eval_every`` steps from step 0, off the clock."""
+    import optax
+
+    minibatch = ppl.parallel.batch_mean(squared_distance)  # a function, not an Expectation
+    result = ppl.compare(
+        None, {"reparam": minibatch}, jax.random.key(0), {"loc": jnp.asarray(0.0)},
+        DATA[:8], num_samples=10, train=60, optimizer=optax.adam(0.1), train_data=DATA,
+        train_batch_size=8, train_metrics=_distance, train_eval_every=20, progress=False,
+    )  # fmt: skip
+    run = result.results["reparam"].training
+    assert run.history.shape == (60,)
+    assert run.evaluations["step"].tolist() == [0, 20, 40, 60]
+    assert run.evaluations["seconds"][0] == 0.0 and np.all(np.diff(run.evaluations["seconds"]) > 0)
+    np.testing.assert_allclose(run.seconds[[19, 39, 59]], run.evaluations["seconds"][1:])
+    assert run.evaluations["distance"][0] == 1.0
+    assert run.evaluations["distance"][-1] < 0.3  # near 1, far from the batch's -0.78
+    again = Comparison.from_json(result.to_json())
+    np.testing.assert_array_equal(
+        again.results["reparam"].training.evaluations["distance"], run.evaluations["distance"]
+    )
+    result.plot_training(tmp_path / "t.png")
+    assert (tmp_path / "t.png").read_bytes()[:8] == PNG
+
+
+def test_training_option_errors():
+    variants = {"r": ppl.parallel.batch_mean(squared_distance)}
+    args = (None, variants, jax.random.key(0), {"loc": jnp.asarray(0.0)}, DATA[:8])
+    with pytest.raises(ValueError, match="train_data and train_metrics need train=steps"):
+        ppl.compare(*args, train_data=DATA, progress=False)
+    with pytest.raises(ValueError, match="train_batch_size needs train_data"):
+        ppl.compare(*args, train=4, train_batch_size=8, progress=False)
+    with pytest.raises(ValueError, match="train_eval_every must be a positive"):
+        ppl.compare(*args, train=4, train_metrics=_distance, train_eval_every=0, progress=False)
+    with pytest.raises(TypeError, match="train_metrics must be callable"):
+        ppl.compare(*args, train=4, train_metrics="accuracy", progress=False)
+    with pytest.raises(TypeError, match="must return a mapping name -> number, got list"):
+        ppl.compare(*args, num_samples=2, train=4, train_metrics=lambda p: [1.0], progress=False)
+    with pytest.raises(TypeError, match="returned 'acc': 'high', not a number"):
+        ppl.compare(
+            *args, num_samples=2, train=4, train_metrics=lambda p: {"acc": "high"}, progress=False
+        )
+
+
 # ------------------------------------------------------------------------ errors
 
 
