@@ -17,10 +17,12 @@ of ``docs/zoo/air.md`` as soon as it ends:
   the same data (batch 64, Adam 1e-4; ``torch.set_num_threads`` = the CPU count). An
   epoch is ``num_train // 64`` steps (156 for the default 10,000 canvases): seconds per
   epoch = that times the mean seconds per step.
-* ``train``: every estimator trained from the same initialization for
-  ``--train-seconds`` of training time (evaluations and compilation excluded), with
-  the count accuracy on 1,000 held-out canvases and the held-out ELBO every
-  ``--eval-every`` steps (Figure 7).
+* ``train``: Figure 7 through ``ppl.compare``: every estimator's gradient variance and
+  time on one minibatch (``--compare-samples`` estimates), then ``--train-steps``
+  training steps of each from the same initialization and key (``train=``,
+  ``train_data=``), with the count accuracy on 1,000 test and 1,000 validation
+  canvases and the held-out ELBO every ``--eval-every`` steps (``train_metrics=``,
+  off the clock); the plot is ``Comparison.plot_training``.
 * ``long``: one estimator (``--long``) for ``--long-seconds`` (the 90 %-in-30-minutes
   target).
 
@@ -312,7 +314,7 @@ def phase_timing(args, data, config, record):
             )
             rows[estimator].update(pyro_step=p_mean, pyro_step_std=p_std)
             print(f"pyro {PYRO_LOSSES[estimator]}: {p_mean:.4f} ± {p_std:.4f} s/step")
-    record["timing"] = {
+    record[args.timing_key] = {
         "steps_per_epoch": steps_per_epoch,
         "timing_steps": args.timing_steps,
         "repeats": args.repeats,
@@ -322,7 +324,7 @@ def phase_timing(args, data, config, record):
         "torch_thread_probe": {str(k): v for k, v in probe.items()},
         "rows": rows,
     }
-    return timing_table(record["timing"])
+    return timing_table(record[args.timing_key])
 
 
 def timing_table(timing):
@@ -368,11 +370,22 @@ def timing_table(timing):
     return "\n".join(lines)
 
 
+def _run_name(estimator, config):
+    return f"{estimator}_residual" if config.get("residual") else estimator
+
+
+def _label(name):
+    if name.endswith("_residual"):
+        return LABELS[name.removesuffix("_residual")] + ", DAIR guide"
+    return LABELS[name]
+
+
 def phase_train(args, data, config, record, estimators, seconds, key_name, eval_every):
     evaluator = air.Evaluator(data.test, config)
+    validation = None if data.validation is None else air.Evaluator(data.validation, config)
     saved = json.loads(args.out.read_text()) if args.out.exists() else {}
     runs = saved.get(key_name, {}).get("runs", {})  # a rerun of some estimators keeps others
-    reruns = set(estimators)
+    reruns = {_run_name(e, config) for e in estimators}
     for estimator in estimators:
         run_config = {
             **config,
@@ -381,9 +394,14 @@ def phase_train(args, data, config, record, estimators, seconds, key_name, eval_
             "eval_every": eval_every,
         }
         _, curve = air.train_air(
-            jax.random.key(args.seed), data.train, evaluator, run_config, max_seconds=seconds
-        )
-        runs[estimator] = {k: np.asarray(v).tolist() for k, v in curve.items()}
+            jax.random.key(args.seed), data.train, evaluator, run_config, max_seconds=seconds,
+            validation=validation,
+        )  # fmt: skip
+        runs[_run_name(estimator, config)] = {
+            **{k: np.asarray(v).tolist() for k, v in curve.items()},
+            "learning_rate": float(config["learning_rate"]),
+            "residual": bool(config.get("residual", False)),
+        }
         print(
             f"{estimator}: {curve['step'][-1]} steps in {curve['seconds'][-1]:.0f} s, "
             f"count accuracy {curve['count_accuracy'][-1]:.3f} (best "
@@ -401,6 +419,156 @@ def phase_train(args, data, config, record, estimators, seconds, key_name, eval_
     return training_table(record[key_name])
 
 
+def phase_compare(args, data, config, record):
+    """Figure 7 through ``ppl.compare``: every estimator's gradient variance and cost on
+    one minibatch, then ``--train-steps`` training steps each from the same
+    initialization and key, with the count accuracy (test and validation canvases)
+    and the held-out ELBO every ``--eval-every`` steps (off the clock)."""
+    from models.air._train import config_optimizer, options
+
+    opts = options(config)
+    variants = {
+        LABELS[e]: air.batch_objective(
+            air.make_objective(e, rws_particles=int(config["rws_particles"]), **opts)
+        )
+        for e in args.estimators
+    }
+    test = air.Evaluator(data.test, config)
+    validation = air.Evaluator(data.validation, config)
+
+    def metrics(params):
+        values = test(params)
+        return {
+            "count accuracy (test)": values["count_accuracy"],
+            "count accuracy (validation)": validation.accuracy(params),
+            "held-out ELBO": values["test_elbo"],
+        }
+
+    params = air.init_params(jax.random.key(args.seed), air.Sizes.from_config(config))
+    batch = int(config["batch_size"])
+    reference = LABELS["enum"] if "enum" in args.estimators else None
+    comparison = ppl.compare(
+        None, variants, jax.random.key(args.seed), params,
+        jax.numpy.asarray(data.train.images[:batch]), num_samples=args.compare_samples,
+        reference=reference, timing_calls=5, train=args.train_steps,
+        optimizer=config_optimizer(config), train_data=jax.numpy.asarray(data.train.images),
+        train_batch_size=batch, train_metrics=metrics, train_eval_every=args.eval_every,
+    )  # fmt: skip
+    print(comparison)
+    slim = comparison.to_dict()  # without the 3 M-coordinate mean gradients
+    slim["reference"]["gradient"] = {}
+    for item in slim["variants"]:
+        item["mean_gradient"] = {}
+    record["train"] = {
+        "learning_rate": float(config["learning_rate"]),
+        "residual": bool(config["residual"]),
+        "train_steps": args.train_steps,
+        "eval_every": args.eval_every,
+        "num_test": int(config["num_test"]),
+        "comparison": slim,
+    }
+    _save(args, record)
+    return compare_table(record["train"])
+
+
+def phase_analysis(args, data, config, record):
+    """Which canvases the guide miscounts: ``--long`` trained ``--analysis-steps`` steps
+    with AIR's guide and with the DAIR guide, the checkpoint chosen on validation; the
+    confusion of true and inferred counts on the test canvases, and the accuracy on
+    canvases whose two most overlapping digit windows share more or less than half of
+    the smaller one (`models.air.window_overlap`, from the generator's draws)."""
+    overlap = air.window_overlap(int(config["data_seed"]) + 1, int(config["num_test"]),
+                                 int(config["max_objects"]))  # fmt: skip
+    heavy = overlap > 0.5
+    runs = {}
+    for residual in (False, True):
+        run_config = {**config, "estimator": args.long, "residual": residual,
+                      "num_steps": args.analysis_steps, "eval_every": args.eval_every}  # fmt: skip
+        test = air.Evaluator(data.test, run_config)
+        validation = air.Evaluator(data.validation, run_config)
+        params, curve = air.train_air(
+            jax.random.key(args.seed), data.train, test, run_config, validation=validation
+        )
+        inferred = test.counts_of(params)
+        hit = inferred == data.test.counts
+        size = int(config["max_objects"]) + 1
+        confusion = np.zeros((size, size), int)
+        np.add.at(confusion, (data.test.counts, inferred), 1)
+        runs[_run_name(args.long, run_config)] = {
+            "selected_step": int(curve["selected_step"]),
+            "accuracy": float(hit.mean()),
+            "confusion": confusion.tolist(),
+            "accuracy_overlap_above_half": float(hit[heavy].mean()),
+            "accuracy_overlap_below_half": float(hit[~heavy].mean()),
+            "misses_overlap_above_half": float(heavy[~hit].mean()) if (~hit).any() else 0.0,
+        }
+        print(runs)
+    record["analysis"] = {
+        "steps": args.analysis_steps,
+        "learning_rate": float(config["learning_rate"]),
+        "share_overlap_above_half": float(heavy.mean()),
+        "runs": runs,
+    }
+    _save(args, record)
+    return analysis_table(record["analysis"])
+
+
+def analysis_table(section):
+    lines = [
+        f"{section['steps']} steps at learning rate {section['learning_rate']:g}, checkpoint "
+        f"chosen on validation; {section['share_overlap_above_half']:.1%} of the test canvases "
+        "have two digit windows overlapping by more than half:",
+        "",
+        "| run | chosen step | count accuracy | on canvases with overlap ≤ ½ | with overlap > ½ "
+        "| misses with overlap > ½ "
+        "| confusion: rows true count 0-3 (split by /), columns inferred |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, run in section["runs"].items():
+        confusion = " / ".join(" ".join(str(v) for v in row) for row in run["confusion"])
+        lines.append(
+            f"| {_label(name)} | {run['selected_step']} | {run['accuracy']:.3f} | "
+            f"{run['accuracy_overlap_below_half']:.3f} | {run['accuracy_overlap_above_half']:.3f} "
+            f"| {run['misses_overlap_above_half']:.0%} | {confusion} |"
+        )
+    return "\n".join(lines)
+
+
+def compare_table(section):
+    comparison = ppl.compare.Comparison.from_json(json.dumps(section["comparison"]))
+    guide = "the DAIR guide" if section["residual"] else "AIR's guide"
+    lines = [
+        f"Learning rate {section['learning_rate']:g}, {guide}, {section['train_steps']} steps "
+        f"each (batch 64); count accuracy on {section['num_test']:,} held-out canvases (guide "
+        f"at its modes) every {section['eval_every']} steps; the checkpoint is chosen by the "
+        "count accuracy on the validation canvases. Gradient variance: the total variance "
+        "(trace of the covariance) of one minibatch gradient over the model's and the "
+        "guide's parameters (the REINFORCE baseline network's own gradient, which fits the "
+        "baseline, left out), and the part of it in the guide's predictor (`z_pres`, "
+        f"`z_where`), from {comparison.num_samples} estimates:",
+        "",
+        "| estimator | training time (s) | s/step | final count accuracy | best count accuracy "
+        "| time to best (s) | count accuracy, checkpoint chosen on validation | final held-out "
+        "ELBO | gradient variance | of which the predictor | time per gradient (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, r in comparison.results.items():
+        ev = r.training.evaluations
+        acc, val = ev["count accuracy (test)"], ev["count accuracy (validation)"]
+        best, pick = int(np.argmax(acc)), int(np.argmax(val))
+        secs = ev["seconds"][-1]
+        leaves = r.parameter_variances
+        model_guide = sum(v for k, v in leaves.items() if "['baseline']" not in k)
+        predictor = sum(v for k, v in leaves.items() if "['predict']" in k)
+        lines.append(
+            f"| {label} | {secs:.0f} | {secs / max(ev['step'][-1], 1):.3f} | {acc[-1]:.3f} | "
+            f"{acc[best]:.3f} | {ev['seconds'][best]:.0f} | **{acc[pick]:.3f}** | "
+            f"{ev['held-out ELBO'][-1]:.1f} | {model_guide:.3g} | {predictor:.3g} | "
+            f"{1e3 * r.time_per_gradient:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def training_table(section):
     lines = [
         f"Learning rate {section['learning_rate']:g}; count accuracy on "
@@ -408,17 +576,23 @@ def training_table(section):
         "held-out ELBO per canvas (256 canvases, one sample):",
         "",
         "| estimator | training time (s) | steps | s/step | final count accuracy "
-        "| best count accuracy | time to best (s) | final held-out ELBO |",
-        "|---|---|---|---|---|---|---|---|",
+        "| best count accuracy | time to best (s) | final held-out ELBO "
+        "| count accuracy, checkpoint chosen on validation | its time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for estimator, run in section["runs"].items():
+    for name, run in section["runs"].items():
         acc = np.asarray(run["count_accuracy"])
         best = int(np.argmax(acc))
         steps, secs = run["step"][-1], run["seconds"][-1]
+        chosen = ["not recorded", ""]
+        if "val_count_accuracy" in run:  # the first evaluation with the best validation score
+            pick = int(np.argmax(run["val_count_accuracy"]))
+            chosen = [f"**{acc[pick]:.3f}** (validation {run['val_count_accuracy'][pick]:.3f})",
+                      f"{run['seconds'][pick]:.0f}"]  # fmt: skip
         lines.append(
-            f"| {LABELS[estimator]} | {secs:.0f} | {steps} | {secs / max(steps, 1):.3f} | "
+            f"| {_label(name)} | {secs:.0f} | {steps} | {secs / max(steps, 1):.3f} | "
             f"{acc[-1]:.3f} | {acc[best]:.3f} | {run['seconds'][best]:.0f} | "
-            f"{run['test_elbo'][-1]:.1f} |"
+            f"{run['test_elbo'][-1]:.1f} | {chosen[0]} | {chosen[1]} |"
         )
     return "\n".join(lines)
 
@@ -430,9 +604,9 @@ def plot_training(section, path, title):
     figure = Figure(figsize=(10.0, 3.6), layout="constrained")
     FigureCanvasAgg(figure)
     accuracy, elbo = figure.subplots(1, 2)
-    for i, (estimator, run) in enumerate(section["runs"].items()):
-        accuracy.plot(run["seconds"], run["count_accuracy"], color=f"C{i}", label=LABELS[estimator])
-        elbo.plot(run["seconds"], run["test_elbo"], color=f"C{i}", label=LABELS[estimator])
+    for i, (name, run) in enumerate(section["runs"].items()):
+        accuracy.plot(run["seconds"], run["count_accuracy"], color=f"C{i}", label=_label(name))
+        elbo.plot(run["seconds"], run["test_elbo"], color=f"C{i}", label=_label(name))
     accuracy.set(xlabel="training time (s)", ylabel="count accuracy (held out)", ylim=(0, 1))
     accuracy.axhline(0.9, color="grey", ls=":", lw=1)
     elbo.set(xlabel="training time (s)", ylabel="held-out ELBO per canvas")
@@ -441,6 +615,12 @@ def plot_training(section, path, title):
     accuracy.legend(fontsize=7, loc="upper left")
     figure.suptitle(title)
     figure.savefig(path, dpi=100)
+
+
+def plot_compare(section, path):
+    """Figure 7 by ``Comparison.plot_training``: objective against time and steps, count
+    accuracy and held-out ELBO against training time."""
+    ppl.compare.Comparison.from_json(json.dumps(section["comparison"])).plot_training(path)
 
 
 def _save(args, record):
@@ -458,12 +638,25 @@ def main(argv=None):
     parser.add_argument("--pyro-steps", type=int, default=3)
     parser.add_argument("--no-pyro", action="store_true")
     parser.add_argument("--torch-threads", type=int, default=None, help="default: probe 1, all")
-    parser.add_argument("--train-seconds", type=float, default=300.0)
+    parser.add_argument(
+        "--timing-key",
+        default="timing",
+        choices=["timing", "timing_default_threads", "timing_loaded"],
+        help="where the timing phase goes in the JSON (and its docs section, air_<key>)",
+    )
+    parser.add_argument("--train-steps", type=int, default=1000, help="of the train phase")
+    parser.add_argument("--analysis-steps", type=int, default=1500)
+    parser.add_argument(
+        "--compare-samples", type=int, default=20, help="gradient estimates per estimator"
+    )
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="of the train phase")
     parser.add_argument("--long", default="enum", help="estimator of the long run")
     parser.add_argument("--long-seconds", type=float, default=1800.0)
     parser.add_argument("--long-learning-rate", type=float, default=None)
+    parser.add_argument(
+        "--residual", action="store_true", help="train and long phases: the DAIR guide"
+    )
     parser.add_argument("--num-train", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
@@ -475,7 +668,9 @@ def main(argv=None):
         config.update(num_train=256, num_test=64, canvas_size=16, window_size=6, z_what=4,
                       lstm=8, decoder=8, encoder=8, rws_particles=2)  # fmt: skip
         args.timing_steps, args.repeats, args.pyro_steps = 2, 1, 1
-        args.train_seconds, args.long_seconds, args.eval_every = 2.0, 2.0, 2
+        args.train_steps, args.long_seconds, args.eval_every = 4, 2.0, 2
+        args.compare_samples, args.analysis_steps = 2, 4
+        config["num_validation"] = 64
     for estimator in [*args.estimators, args.long]:
         if estimator not in air.ESTIMATORS:
             parser.error(f"unknown estimator {estimator!r} (choose from {air.ESTIMATORS}).")
@@ -486,19 +681,16 @@ def main(argv=None):
         print(table)
         _save(args, record)
         if not args.no_docs:
-            replace_section(PAGE, "air_timing", table)
+            replace_section(PAGE, f"air_{args.timing_key}", table)
     if "train" in args.phases:
-        train_config = {**config, "learning_rate": args.learning_rate}
-        table = phase_train(
-            args, data, train_config, record, args.estimators, args.train_seconds, "train",
-            args.eval_every,
-        )  # fmt: skip
+        train_config = {**config, "learning_rate": args.learning_rate, "residual": args.residual}
+        table = phase_compare(args, data, train_config, record)
         print(table)
         if not args.no_docs:
-            plot_training(record["train"], IMG / "air_training.png", "AIR: every estimator")
+            plot_compare(record["train"], IMG / "air_training.png")
             replace_section(PAGE, "air_training", table)
     if "long" in args.phases:
-        long_config = dict(config)
+        long_config = {**config, "residual": args.residual}
         if args.long_learning_rate is not None:
             long_config["learning_rate"] = args.long_learning_rate
         table = phase_train(
@@ -507,9 +699,15 @@ def main(argv=None):
         )  # fmt: skip
         print(table)
         if not args.no_docs:
-            names = ", ".join(LABELS[e] for e in record["long"]["runs"])
+            names = ", ".join(_label(e) for e in record["long"]["runs"])
             plot_training(record["long"], IMG / "air_long.png", f"AIR, long runs: {names}")
             replace_section(PAGE, "air_long", table)
+    if "analysis" in args.phases:
+        analysis_config = {**config, "learning_rate": args.long_learning_rate or 1e-3}
+        table = phase_analysis(args, data, analysis_config, record)
+        print(table)
+        if not args.no_docs:
+            replace_section(PAGE, "air_analysis", table)
     if "docs" in args.phases:  # tables and plots again from the JSON (partial runs too)
         write_docs(json.loads(args.out.read_text()))
     return record
@@ -519,13 +717,19 @@ def write_docs(record):
     """Every section and plot of the docs page that ``record`` has data for."""
     if "timing" in record:
         replace_section(PAGE, "air_timing", timing_table(record["timing"]))
+    if "timing_default_threads" in record:  # both systems on every core (their defaults)
+        replace_section(
+            PAGE, "air_timing_default_threads", timing_table(record["timing_default_threads"])
+        )
     if "timing_loaded" in record:  # an earlier run, multi-threaded XLA on a loaded machine
         replace_section(PAGE, "air_timing_loaded", timing_table(record["timing_loaded"]))
     if "train" in record:
-        plot_training(record["train"], IMG / "air_training.png", "AIR: every estimator")
-        replace_section(PAGE, "air_training", training_table(record["train"]))
+        plot_compare(record["train"], IMG / "air_training.png")
+        replace_section(PAGE, "air_training", compare_table(record["train"]))
+    if "analysis" in record:
+        replace_section(PAGE, "air_analysis", analysis_table(record["analysis"]))
     if "long" in record:
-        names = ", ".join(LABELS[e] for e in record["long"]["runs"])
+        names = ", ".join(_label(e) for e in record["long"]["runs"])
         plot_training(record["long"], IMG / "air_long.png", f"AIR, long runs: {names}")
         replace_section(PAGE, "air_long", training_table(record["long"]))
 

@@ -26,7 +26,15 @@ import jax
 import numpy as np
 
 import models
-from models.air._data import Canvases, Split, digit_windows, generate, load_multi_mnist, make_split
+from models.air._data import (
+    Canvases,
+    Split,
+    digit_windows,
+    generate,
+    load_multi_mnist,
+    make_split,
+    window_overlap,
+)
 from models.air._model import (
     ESTIMATORS,
     Sizes,
@@ -67,6 +75,7 @@ __all__ = [
     "optimizer",
     "train",
     "train_air",
+    "window_overlap",
     "window_to_image",
     "z_pres_strategies",
 ]
@@ -81,6 +90,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "data_seed": 0,
     "num_train": 10000,
     "num_test": 1000,
+    "num_validation": 1000,  # checkpoint chosen by count accuracy on these
     "canvas_size": 50,
     "window_size": 20,
     "max_objects": 3,
@@ -94,7 +104,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "rws_particles": 10,
     "num_steps": 3000,
     "batch_size": 64,
+    "residual": False,  # True: the guide's LSTM reads the unexplained canvas (DAIR)
     "learning_rate": 1e-4,
+    "decay_steps": 0,  # > 0: cosine decay of the rate to final_learning_rate
+    "final_learning_rate": 1e-5,
     "baseline_learning_rate": 1e-3,
     "eval_every": 100,
 }
@@ -114,8 +127,11 @@ def load_data(config: Mapping[str, Any], path: Path | None) -> Split:
             int(config["canvas_size"]),
             int(config["window_size"]),
             int(config["max_objects"]),
+            int(config["num_validation"]),
         )
-    split = load_multi_mnist(path, int(config["num_test"]), int(config["max_objects"]))
+    split = load_multi_mnist(
+        path, int(config["num_test"]), int(config["max_objects"]), int(config["num_validation"])
+    )
     if split.train.images.shape[1] != int(config["canvas_size"]):
         raise ValueError(
             f"{path}: canvases are {split.train.images.shape[1]} pixels wide; "
@@ -125,9 +141,14 @@ def load_data(config: Mapping[str, Any], path: Path | None) -> Split:
 
 
 def train(key: jax.Array, data: Split, config: Mapping[str, Any], out_dir: Path) -> dict:
-    """Train with ``config["estimator"]``; write ``params.npz``, ``curve.json`` and plots."""
+    """Train with ``config["estimator"]``; write ``params.npz``, ``curve.json`` and plots.
+
+    With validation canvases the saved parameters are those of the evaluation with the
+    best validation count accuracy (the test set is never used to choose).
+    """
     evaluator = Evaluator(data.test, config)
-    params, curve = train_air(key, data.train, evaluator, config)
+    validation = None if data.validation is None else Evaluator(data.validation, config)
+    params, curve = train_air(key, data.train, evaluator, config, validation=validation)
     leaves = jax.tree.leaves(params)
     np.savez(out_dir / "params.npz", *[np.asarray(leaf) for leaf in leaves])
     (out_dir / "curve.json").write_text(
@@ -138,6 +159,8 @@ def train(key: jax.Array, data: Split, config: Mapping[str, Any], out_dir: Path)
     metrics = evaluator(params)
     metrics["train_seconds"] = float(curve["seconds"][-1])
     metrics["seconds_per_step"] = float(curve["seconds"][-1] / max(curve["step"][-1], 1))
+    if "selected_step" in curve:
+        metrics["selected_step"] = int(curve["selected_step"])
     return metrics
 
 
@@ -179,7 +202,7 @@ def _plot_curve(curve: Mapping[str, np.ndarray], label: str, path: Path) -> None
 def _plot_reconstructions(params, test: Canvases, config, path: Path, count: int = 8) -> None:
     images = test.images[:count]
     presence, where, canvas = jax.device_get(
-        decoded_windows(params, images, int(config["max_objects"]))
+        decoded_windows(params, images, int(config["max_objects"]), bool(config["residual"]))
     )
     figure, axes = _figure(1.4 * count, 3.0, count, 2)
     size = images.shape[-1]

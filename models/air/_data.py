@@ -21,7 +21,14 @@ import numpy as np
 
 from models.air._nets import window_to_image
 
-__all__ = ["Canvases", "digit_windows", "generate", "load_multi_mnist", "make_split"]
+__all__ = [
+    "Canvases",
+    "digit_windows",
+    "generate",
+    "load_multi_mnist",
+    "make_split",
+    "window_overlap",
+]
 
 
 class Canvases(NamedTuple):
@@ -32,8 +39,12 @@ class Canvases(NamedTuple):
 
 
 class Split(NamedTuple):
+    """Training and test canvases, and validation canvases (None where there are none)
+    for choosing a checkpoint without looking at the test set."""
+
     train: Canvases
     test: Canvases
+    validation: Canvases | None = None
 
 
 def digit_windows(window_size: int) -> np.ndarray:
@@ -62,9 +73,7 @@ def generate(
     over the positions that keep it inside the canvas.
     """
     rng = np.random.default_rng(seed)
-    counts = rng.integers(0, max_objects + 1, num_canvases)
-    scale = rng.uniform(*scale_range, (num_canvases, max_objects))
-    centre = rng.uniform(-1.0, 1.0, (num_canvases, max_objects, 2)) * (1.0 - 1.0 / scale)[..., None]
+    counts, scale, centre = _layout(rng, num_canvases, max_objects, scale_range)
     z_where = np.stack([scale, -scale * centre[..., 0], -scale * centre[..., 1]], axis=-1)
     index = rng.integers(0, windows.shape[0], (num_canvases, max_objects))
     present = np.arange(max_objects)[None, :] < counts[:, None]
@@ -91,6 +100,38 @@ def generate(
     return Canvases(np.concatenate(images).astype(np.float32), counts.astype(np.int32))
 
 
+def _layout(rng, num_canvases, max_objects, scale_range):
+    counts = rng.integers(0, max_objects + 1, num_canvases)
+    scale = rng.uniform(*scale_range, (num_canvases, max_objects))
+    centre = rng.uniform(-1.0, 1.0, (num_canvases, max_objects, 2)) * (1.0 - 1.0 / scale)[..., None]
+    return counts, scale, centre
+
+
+def window_overlap(
+    seed: int,
+    num_canvases: int,
+    max_objects: int = 3,
+    scale_range: tuple[float, float] = (2.2, 3.3),
+) -> np.ndarray:
+    """For each canvas `generate` draws with these arguments, the largest overlap of two
+    of its digits' windows, as a fraction of the smaller window's area (0 for fewer
+    than two digits): the same draws, without rendering."""
+    counts, scale, centre = _layout(
+        np.random.default_rng(seed), num_canvases, max_objects, scale_range
+    )
+    half = 1.0 / scale  # half the window's side, in canvas coordinates [-1, 1]
+    worst = np.zeros(num_canvases)
+    for a in range(max_objects):
+        for b in range(a + 1, max_objects):
+            both = counts > b
+            side = 2.0 * np.minimum(half[:, a], half[:, b])[:, None]
+            reach = half[:, a, None] + half[:, b, None] - np.abs(centre[:, a] - centre[:, b])
+            inter = np.prod(np.clip(np.minimum(reach, side), 0.0, None), axis=-1)
+            fraction = inter / (4.0 * np.minimum(half[:, a], half[:, b]) ** 2)
+            worst = np.where(both, np.maximum(worst, fraction), worst)
+    return worst
+
+
 def make_split(
     seed: int,
     num_train: int,
@@ -98,23 +139,36 @@ def make_split(
     canvas_size: int = 50,
     window_size: int = 20,
     max_objects: int = 3,
+    num_validation: int = 0,
 ) -> Split:
-    """Generated training and test canvases, from disjoint digit images (4:1)."""
+    """Generated training and test canvases, from disjoint digit images (4:1).
+
+    ``num_validation`` more canvases (their own layouts, seed ``seed + 2``) are drawn
+    from the training digit images, for model selection; none where it is 0.
+    """
     windows = digit_windows(window_size)
     order = np.random.default_rng(seed).permutation(windows.shape[0])
     cut = int(0.8 * windows.shape[0])
     train = generate(seed, num_train, windows[order[:cut]], canvas_size, max_objects)
     test = generate(seed + 1, num_test, windows[order[cut:]], canvas_size, max_objects)
-    return Split(train, test)
+    validation = None
+    if num_validation > 0:
+        validation = generate(
+            seed + 2, num_validation, windows[order[:cut]], canvas_size, max_objects
+        )
+    return Split(train, test, validation)
 
 
-def load_multi_mnist(path: Path, num_test: int, max_objects: int = 3) -> Split:
+def load_multi_mnist(
+    path: Path, num_test: int, max_objects: int = 3, num_validation: int = 0
+) -> Split:
     """The multi-MNIST ``.npz`` of Pyro's AIR example (or any file of that form).
 
     The file holds ``x``, images ``(n, h, w)`` (uint8 0-255 or float in ``[0, 1]``),
     and either ``counts`` ``(n,)`` or ``y``, one array of digit labels per image (an
     object array, as ``pyro/examples/air/multi_mnist.py`` writes). The last
-    ``num_test`` images are the test set.
+    ``num_test`` images are the test set, the ``num_validation`` before them the
+    validation set (none where it is 0).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -148,15 +202,23 @@ def load_multi_mnist(path: Path, num_test: int, max_objects: int = 3) -> Split:
             f"{path}: counts range {counts.min()}..{counts.max()}; the model has at most "
             f"{max_objects} objects (set max_objects)."
         )
-    if not 0 < num_test < images.shape[0]:
-        raise ValueError(f"{path}: {images.shape[0]} images, cannot hold out {num_test}.")
+    if num_test <= 0 or num_validation < 0 or num_test + num_validation >= images.shape[0]:
+        raise ValueError(
+            f"{path}: {images.shape[0]} images, cannot hold out {num_test} test and "
+            f"{num_validation} validation images."
+        )
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255.0
     images = images.astype(np.float32)
     if images.min() < 0.0 or images.max() > 1.0:
         raise ValueError(f"{path}: pixel values outside [0, 1] (or 0-255 as uint8).")
     counts = counts.astype(np.int32)
+    cut = images.shape[0] - num_test - num_validation
+    validation = None
+    if num_validation > 0:
+        validation = Canvases(images[cut:-num_test], counts[cut:-num_test])
     return Split(
-        Canvases(images[:-num_test], counts[:-num_test]),
+        Canvases(images[:cut], counts[:cut]),
         Canvases(images[-num_test:], counts[-num_test:]),
+        validation,
     )

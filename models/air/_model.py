@@ -106,8 +106,16 @@ def init_params(key: jax.Array, sizes: Mapping[str, int]) -> dict:
     }
 
 
-def model(x: jax.Array, num_steps: int = 3, pres_prior: float = 0.5, scale_prior=(2.8, 0.3)):
-    """AIR's generative model for one flattened canvas ``x``; returns the mean canvas."""
+def model(
+    x: jax.Array,
+    num_steps: int = 3,
+    pres_prior: float = 0.5,
+    scale_prior=(2.8, 0.3),
+    residual: bool = False,
+):
+    """AIR's generative model for one flattened canvas ``x``; returns the mean canvas.
+
+    ``residual`` is the guide's option (the model is the same either way)."""
     decoder = numpyro.param("decoder")
     window_size = int(math.isqrt(decoder[-1]["b"].shape[0]))
     canvas_size = int(math.isqrt(x.shape[-1]))
@@ -133,8 +141,19 @@ def model(x: jax.Array, num_steps: int = 3, pres_prior: float = 0.5, scale_prior
     return canvas
 
 
-def guide(x: jax.Array, num_steps: int = 3, pres_prior: float = 0.5, scale_prior=(2.8, 0.3)):
-    """AIR's recurrent inference network; returns ``pres_t`` for each step ``(num_steps,)``."""
+def guide(
+    x: jax.Array,
+    num_steps: int = 3,
+    pres_prior: float = 0.5,
+    scale_prior=(2.8, 0.3),
+    residual: bool = False,
+):
+    """AIR's recurrent inference network; returns ``pres_t`` for each step ``(num_steps,)``.
+
+    With ``residual`` the LSTM reads, at each step, what is left of the canvas once the
+    objects found so far are subtracted (``x - Σ_{s<t} pres_s ST(z_where_s,
+    sigmoid(dec(z_what_s)))``, with the model's decoder): DAIR, Eslami et al. 2016,
+    sec. 3.1. Otherwise it reads the canvas itself, projected once per canvas."""
     net = numpyro.param("guide")
     hidden = net["lstm"]["w"].shape[1] // 4
     z_what_size = net["encoder"][-1]["b"].shape[0] // 2
@@ -146,8 +165,14 @@ def guide(x: jax.Array, num_steps: int = 3, pres_prior: float = 0.5, scale_prior
     z_what = jnp.zeros(z_what_size)
     pres = jnp.ones(())
     presence = []
-    projected = lstm_input_projection(net["lstm"], x)  # the canvas part, once per canvas
+    if residual:
+        decoder = numpyro.param("decoder")
+        explained = jnp.zeros(x.shape[-1])
+    else:
+        projected = lstm_input_projection(net["lstm"], x)  # the canvas part, once per canvas
     for t in range(num_steps):
+        if residual:
+            projected = lstm_input_projection(net["lstm"], x - explained)
         inputs = jnp.concatenate([z_where, z_what, pres[None]])
         state = lstm_projected(net["lstm"], projected, inputs, state)
         out = linear(net["predict"], state[0])
@@ -166,6 +191,11 @@ def guide(x: jax.Array, num_steps: int = 3, pres_prior: float = 0.5, scale_prior
             z_what = numpyro.sample(
                 f"z_what_{t}",
                 dist.Normal(what_loc, jax.nn.softplus(what_raw) + 1e-3).to_event(1),
+            )
+        if residual:
+            decoded = jax.nn.sigmoid(mlp(decoder, z_what)).reshape(window_size, window_size)
+            explained = explained + pres * window_to_image(z_where, decoded, canvas_size).reshape(
+                -1
             )
         presence.append(pres)
     return jnp.stack(presence)
@@ -195,6 +225,7 @@ def make_objective(
     pres_prior: float = 0.5,
     scale_prior=(2.8, 0.3),
     rws_particles: int = 10,
+    residual: bool = False,
 ) -> ppl.Expectation:
     """The per-canvas objective of ``estimator``, an Expectation of ``(params, x)``.
 
@@ -213,7 +244,7 @@ def make_objective(
       the draw) and ``log p(x, z) + log q(z)``: the model's parameters get the wake-p
       gradient, the guide's the wake-q gradient, from the same draw.
     """
-    options = (num_steps, pres_prior, tuple(scale_prior))
+    options = (num_steps, pres_prior, tuple(scale_prior), bool(residual))
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}.")
 
@@ -276,7 +307,7 @@ def batch_objective(objective: ppl.Expectation):
     return batched
 
 
-def _greedy(params, x, num_steps):
+def _greedy(params, x, num_steps, residual=False):
     """The guide run at its modes: ``z_pres_t = 1{p_t > ½}``, means for the rest."""
     modes = {}
 
@@ -293,7 +324,7 @@ def _greedy(params, x, num_steps):
     with handlers.substitute(data=params):
         with handlers.seed(rng_seed=0), handlers.trace() as trace:
             with _Hook(fill):
-                presence = guide(x, num_steps)
+                presence = guide(x, num_steps, residual=residual)
     return presence, {k: v["value"] for k, v in trace.items() if v["type"] == "sample"}
 
 
@@ -306,20 +337,22 @@ class _Hook(numpyro.primitives.Messenger):
         self.hook(msg)
 
 
-def infer_counts(params: dict, images: jax.Array, num_steps: int = 3) -> jax.Array:
+def infer_counts(
+    params: dict, images: jax.Array, num_steps: int = 3, residual: bool = False
+) -> jax.Array:
     """The guide's object count for each canvas, at its modes (greedy decoding)."""
     flat = images.reshape(images.shape[0], -1)
-    presence = jax.vmap(lambda x: _greedy(params, x, num_steps)[0])(flat)
+    presence = jax.vmap(lambda x: _greedy(params, x, num_steps, residual)[0])(flat)
     return jnp.sum(presence, axis=-1).astype(jnp.int32)
 
 
-def decoded_windows(params: dict, images: jax.Array, num_steps: int = 3):
+def decoded_windows(params: dict, images: jax.Array, num_steps: int = 3, residual: bool = False):
     """Presence ``(n, T)`` and ``z_where`` ``(n, T, 3)`` at the guide's modes, and the
     model's reconstruction ``(n, size, size)``, for plots."""
     flat = images.reshape(images.shape[0], -1)
 
     def one(x):
-        presence, choices = _greedy(params, x, num_steps)
+        presence, choices = _greedy(params, x, num_steps, residual)
         with handlers.substitute(data={**params, **choices}), handlers.seed(rng_seed=0):
             canvas = model(x, num_steps)
         where = jnp.stack([choices[f"z_where_{t}"] for t in range(num_steps)])

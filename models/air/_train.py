@@ -20,13 +20,40 @@ from models.air._data import Canvases
 __all__ = ["optimizer", "Evaluator", "train_air"]
 
 
-def optimizer(learning_rate: float, baseline_learning_rate: float) -> optax.GradientTransformation:
+def optimizer(
+    learning_rate: float,
+    baseline_learning_rate: float,
+    decay_steps: int = 0,
+    final_learning_rate: float | None = None,
+) -> optax.GradientTransformation:
     """Adam on the model and guide; Adam with its own rate on the REINFORCE baseline
-    network (as Pyro's AIR example gives its baseline its own learning rate)."""
+    network (as Pyro's AIR example gives its baseline its own learning rate).
+
+    With ``decay_steps > 0`` the model's and guide's rate follows a cosine from
+    ``learning_rate`` down to ``final_learning_rate`` over that many steps, then stays.
+    """
+    rate = learning_rate
+    if decay_steps > 0:
+        final = learning_rate if final_learning_rate is None else final_learning_rate
+        if not 0.0 < final <= learning_rate:
+            raise ValueError(
+                f"final_learning_rate={final} must be in (0, learning_rate={learning_rate}]."
+            )
+        rate = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=final / learning_rate)
     labels = {"decoder": "main", "guide": "main", "baseline": "baseline"}
     return optax.multi_transform(
-        {"main": optax.adam(learning_rate), "baseline": optax.adam(baseline_learning_rate)},
+        {"main": optax.adam(rate), "baseline": optax.adam(baseline_learning_rate)},
         labels,
+    )
+
+
+def config_optimizer(config: Mapping[str, Any]) -> optax.GradientTransformation:
+    """`optimizer` with the rates and schedule of a config."""
+    return optimizer(
+        float(config["learning_rate"]),
+        float(config["baseline_learning_rate"]),
+        int(config.get("decay_steps", 0)),
+        config.get("final_learning_rate"),
     )
 
 
@@ -35,6 +62,7 @@ def options(config: Mapping[str, Any]) -> dict:
         "num_steps": int(config["max_objects"]),
         "pres_prior": float(config["pres_prior"]),
         "scale_prior": (float(config["scale_prior_loc"]), float(config["scale_prior_sd"])),
+        "residual": bool(config.get("residual", False)),
     }
 
 
@@ -46,8 +74,10 @@ class Evaluator:
         self.images = jnp.asarray(test.images)
         self.counts = np.asarray(test.counts)
         self.elbo_images = jnp.asarray(test.images[:elbo_canvases])
-        steps = opts["num_steps"]
-        self._counts = jax.jit(lambda params, images: _model.infer_counts(params, images, steps))
+        steps, residual = opts["num_steps"], opts["residual"]
+        self._counts = jax.jit(
+            lambda params, images: _model.infer_counts(params, images, steps, residual)
+        )
         elbo = _model.batch_objective(_model.make_objective("reinforce", **opts))
         self._elbo = jax.jit(elbo)
 
@@ -58,6 +88,10 @@ class Evaluator:
                 for i in range(0, self.images.shape[0], 500)
             ]
         )
+
+    def accuracy(self, params) -> float:
+        """The count accuracy alone (the guide at its modes)."""
+        return float(np.mean(self.counts_of(params) == self.counts))
 
     def __call__(self, params, key=None) -> dict:
         inferred = self.counts_of(params)
@@ -76,9 +110,15 @@ def train_air(
     *,
     max_seconds: float | None = None,
     progress: bool = True,
+    validation: Evaluator | None = None,
 ) -> tuple[dict, dict]:
     """Train with ``config["estimator"]`` for ``config["num_steps"]`` steps (or until
     ``max_seconds`` of training time), evaluating every ``config["eval_every"]`` steps.
+
+    With a ``validation`` evaluator, each evaluation also measures the count accuracy
+    on the validation canvases, and the parameters returned are those of the
+    evaluation where it was highest (the first, on ties): early stopping that never
+    looks at the test canvases of ``evaluator``.
 
     Training runs in ``ppl.fit`` calls of ``eval_every`` steps, each resumed from a
     checkpoint in a temporary folder (the Adam state and step count carry over; the
@@ -88,7 +128,8 @@ def train_air(
     Returns:
         ``(params, curve)``; ``curve`` holds per evaluation the step, the training
         seconds so far, the count accuracy and held-out ELBO, and the per-step objective
-        history.
+        history; with ``validation``, also ``val_count_accuracy`` per evaluation and
+        ``selected_step``, the step of the parameters returned.
     """
     estimator = config["estimator"]
     sizes = _model.Sizes.from_config(config)
@@ -99,7 +140,7 @@ def train_air(
             estimator, rws_particles=int(config["rws_particles"]), **options(config)
         )
     )
-    opt = optimizer(float(config["learning_rate"]), float(config["baseline_learning_rate"]))
+    opt = config_optimizer(config)
     batch_size = int(config["batch_size"])
     if batch_size > train.images.shape[0]:
         raise ValueError(
@@ -108,6 +149,9 @@ def train_air(
     data = jnp.asarray(train.images)
     total, every = int(config["num_steps"]), int(config["eval_every"])
     curve = {"step": [0], "seconds": [0.0], **{k: [v] for k, v in evaluator(params).items()}}
+    if validation is not None:
+        curve["val_count_accuracy"] = [validation.accuracy(params)]
+    selected, selected_step = params, 0
     history, seconds = [], 0.0
     with (
         tempfile.TemporaryDirectory() as folder,
@@ -140,10 +184,17 @@ def train_air(
             curve["seconds"].append(seconds)
             for name, value in metrics.items():
                 curve[name].append(value)
+            if validation is not None:
+                curve["val_count_accuracy"].append(validation.accuracy(params))
+                if curve["val_count_accuracy"][-1] > max(curve["val_count_accuracy"][:-1]):
+                    selected, selected_step = params, step
             bar.update(step - bar.n)
             bar.set_postfix(
                 acc=f"{metrics['count_accuracy']:.3f}", elbo=f"{metrics['test_elbo']:.0f}"
             )
     curve = {k: np.asarray(v) for k, v in curve.items()}
     curve["history"] = np.asarray(history)
-    return params, curve
+    if validation is None:
+        return params, curve
+    curve["selected_step"] = np.asarray(selected_step)
+    return selected, curve

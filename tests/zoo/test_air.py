@@ -22,6 +22,7 @@ TINY = {
     **SIZES,
     "num_train": 32,
     "num_test": 8,
+    "num_validation": 8,
     "max_objects": 1,
     "num_steps": 2,
     "batch_size": 8,
@@ -115,6 +116,122 @@ def test_generated_counts(data):
     assert mean_by_count == sorted(mean_by_count)
 
 
+def test_validation_canvases(data):
+    """Fresh layouts of the training digits: as many as asked, none of them a training
+    or test canvas, and none at all when 0 are asked for."""
+    validation = data.validation
+    assert validation.images.shape == (TINY["num_validation"], 12, 12)
+    assert validation.counts.min() >= 0 and validation.counts.max() <= TINY["max_objects"]
+    drawn = validation.images[validation.counts > 0]
+    for other in (data.train.images, data.test.images):
+        assert not any(np.array_equal(v, o) for v in drawn for o in other)
+    assert air.make_split(0, 4, 2, 12, 4, 1).validation is None
+
+
+def test_training_keeps_the_best_validation_checkpoint(data):
+    """``train_air`` with a validation evaluator returns the parameters of the
+    evaluation with the best validation count accuracy, not the last ones."""
+    config = {**TINY, "estimator": "mvd", "num_steps": 8, "eval_every": 2, "learning_rate": 0.3}
+    test, validation = air.Evaluator(data.test, config), air.Evaluator(data.validation, config)
+    params, curve = air.train_air(
+        jax.random.key(0), data.train, test, config, progress=False, validation=validation
+    )
+    accuracies = curve["val_count_accuracy"]
+    assert len(accuracies) == len(curve["step"]) == 5
+    best = int(np.argmax(accuracies))
+    assert int(curve["selected_step"]) == curve["step"][best]
+    assert validation.accuracy(params) == accuracies[best]
+    assert test.accuracy(params) == curve["count_accuracy"][best]
+
+
+def _guide_pres_probs(params, x, residual):
+    """``q(z_pres_t)`` of a two-step guide run with ``z_pres_0 = 1`` held fixed."""
+    from numpyro import handlers
+
+    with handlers.trace() as trace, handlers.seed(rng_seed=0):
+        with handlers.substitute(data={**params, "z_pres_0": jnp.ones(())}):
+            air.guide(x, 2, residual=residual)
+    return np.array([float(trace[f"z_pres_{t}"]["fn"].probs) for t in range(2)])
+
+
+def test_residual_guide_reads_what_is_left(data):
+    """DAIR: the first step reads the canvas either way; the second reads the canvas
+    minus the decoded first object, so it differs unless the decoder draws nothing."""
+    params = air.init_params(jax.random.key(0), SIZES)
+    x = jnp.asarray(data.train.images[data.train.counts > 0][0].reshape(-1))
+    plain, residual = _guide_pres_probs(params, x, False), _guide_pres_probs(params, x, True)
+    assert plain[0] == residual[0]
+    assert abs(plain[1] - residual[1]) > 1e-6
+    dark = jax.tree.map(lambda a: a, params)
+    dark["decoder"][-1]["b"] = jnp.full_like(dark["decoder"][-1]["b"], -80.0)  # draws zeros
+    np.testing.assert_allclose(
+        _guide_pres_probs(dark, x, True), _guide_pres_probs(dark, x, False), rtol=1e-6
+    )
+
+
+def test_residual_guide_trains(data):
+    """The DAIR objective compiles, its gradient is finite, and it reaches the decoder
+    through the guide as well as through the model."""
+    params = air.init_params(jax.random.key(0), SIZES)
+    objective = air.batch_objective(air.make_objective("mvd", num_steps=2, residual=True))
+    images = jnp.asarray(data.train.images[:4])
+    grad = (
+        jax.jit(jax.grad(lambda p, key: objective(key, p, images)))
+        .lower(params, jax.random.key(1))
+        .compile(compiler_options=FAST)(params, jax.random.key(1))
+    )
+    flat = jax.flatten_util.ravel_pytree(grad)[0]
+    assert bool(jnp.all(jnp.isfinite(flat)))
+    assert float(jnp.max(jnp.abs(grad["decoder"][-1]["w"]))) > 0.0
+    counts = air.infer_counts(params, images, 2, residual=True)
+    assert counts.shape == (4,) and counts.min() >= 0 and counts.max() <= 2
+
+
+def test_learning_rate_decay():
+    """With constant gradients Adam's step is the rate itself: 1e-2 at the start,
+    the final 1e-3 once the cosine has run its 10 steps."""
+    opt = air.optimizer(1e-2, 1e-3, decay_steps=10, final_learning_rate=1e-3)
+    params = {"decoder": jnp.zeros(3), "guide": jnp.zeros(2), "baseline": jnp.zeros(1)}
+    state = opt.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    steps = []
+    for _ in range(15):
+        updates, state = opt.update(grads, state, params)
+        steps.append(float(-updates["guide"][0]))
+    assert steps[0] == pytest.approx(1e-2, rel=1e-3)
+    assert steps[5] == pytest.approx(5.5e-3, rel=1e-3)  # halfway down the cosine
+    assert steps[-1] == pytest.approx(1e-3, rel=1e-3)
+    assert float(-updates["baseline"][0]) == pytest.approx(1e-3, rel=1e-3)  # its own rate
+    with pytest.raises(ValueError, match="final_learning_rate=0.1 must be in"):
+        air.optimizer(1e-2, 1e-3, decay_steps=10, final_learning_rate=0.1)
+
+
+def test_window_overlap_matches_the_drawn_boxes():
+    """The overlap of the two most overlapping digit windows, from the generator's own
+    draws, against the boxes rasterized on a fine grid."""
+    from models.air._data import _layout
+
+    overlap = air.window_overlap(7, 40, 3)
+    counts, scale, centre = _layout(np.random.default_rng(7), 40, 3, (2.2, 3.3))
+    grid = np.linspace(-1.0, 1.0, 801)
+    for i in range(40):
+        boxes = [
+            (np.abs(grid[:, None] - centre[i, k, 1]) <= 1.0 / scale[i, k])
+            & (np.abs(grid[None, :] - centre[i, k, 0]) <= 1.0 / scale[i, k])
+            for k in range(counts[i])
+        ]
+        worst = max(
+            [
+                (a & b).sum() / min(a.sum(), b.sum())
+                for j, a in enumerate(boxes)
+                for b in boxes[j + 1 :]
+            ],
+            default=0.0,
+        )
+        assert overlap[i] == pytest.approx(worst, abs=0.02), i
+    assert np.all(overlap[counts < 2] == 0.0) and overlap.max() > 0.0
+
+
 def test_greedy_counts_follow_presence():
     params = air.init_params(jax.random.key(0), SIZES)
     params["guide"]["predict"]["b"] = params["guide"]["predict"]["b"].at[0].set(-50.0)
@@ -132,11 +249,15 @@ def test_multi_mnist_loader(tmp_path):
         labels[i] = np.arange(n)
     path = tmp_path / "mm.npz"
     np.savez(path, x=images, y=labels)
-    split = air.load_data({**TINY, "num_test": 2, "max_objects": 3}, path)
+    split = air.load_data({**TINY, "num_test": 2, "num_validation": 0, "max_objects": 3}, path)
     assert split.train.counts.tolist() == [0, 1, 2] and split.test.counts.tolist() == [1, 3]
     assert split.train.images.max() == 1.0
     np.savez(tmp_path / "counts.npz", x=images, counts=np.array([0, 1, 2, 1, 3]))
     assert air.load_multi_mnist(tmp_path / "counts.npz", 1).test.counts.tolist() == [3]
+    split = air.load_multi_mnist(tmp_path / "counts.npz", 1, num_validation=2)
+    assert split.train.counts.tolist() == [0, 1] and split.validation.counts.tolist() == [2, 1]
+    with pytest.raises(ValueError, match="cannot hold out 1 test and 4 validation"):
+        air.load_multi_mnist(tmp_path / "counts.npz", 1, num_validation=4)
 
 
 @pytest.mark.parametrize(
@@ -175,7 +296,8 @@ def test_bad_estimator():
 @pytest.mark.slow
 def test_targets(tmp_path):
     """The issue's targets: ppl ≥ 8x faster than Pyro with REINFORCE, ≥ 20x with ENUM,
-    and the best estimator ≥ 90 % count accuracy within 30 minutes of training."""
+    and the best estimator ≥ 90 % count accuracy within 30 minutes of training (the
+    test accuracy of the checkpoint chosen on the validation canvases)."""
     import sys
 
     sys.path.insert(0, "benchmarks")
@@ -183,9 +305,12 @@ def test_targets(tmp_path):
 
     record = benchmark.main(
         ["--out", str(tmp_path / "air.json"), "--no-docs", "--estimators", "reinforce", "enum",
-         "--phases", "timing", "long", "--long-learning-rate", "1e-3"]
+         "--phases", "timing", "long", "--long", "iwae_mvd", "--residual",
+         "--long-seconds", "1800", "--long-learning-rate", "1e-3", "--eval-every", "40"]
     )  # fmt: skip
     rows = record["timing"]["rows"]
     assert rows["reinforce"]["pyro_step"] / rows["reinforce"]["ppl_step"] >= 8.0
     assert rows["enum"]["pyro_step"] / rows["enum"]["ppl_step"] >= 20.0
-    assert max(record["long"]["runs"]["enum"]["count_accuracy"]) >= 0.9
+    run = record["long"]["runs"]["iwae_mvd_residual"]
+    chosen = int(np.argmax(run["val_count_accuracy"]))
+    assert run["count_accuracy"][chosen] >= 0.9
