@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.stats
 from jax.tree_util import keystr, tree_flatten_with_path
 from tqdm.auto import tqdm
 
@@ -320,8 +321,11 @@ def compare(
       ``N`` samples; 0 when exact) plus a float32 round-off allowance
       ``(1e-5 (|ḡ_j| + |r_j|) + 1e-6 max|r|)²``, ``bias_se = sqrt(Σ_j s_j²)`` and
       ``bias_z = max_j |ḡ_j - r_j| / s_j``. ``biased`` is ``bias_z`` above the
-      threshold: 4 standard errors for one coordinate, Bonferroni-adjusted so the
-      chance of a false flag stays ``P(|Z| > 4) ≈ 6e-5`` for ``P`` coordinates.
+      threshold, Bonferroni-adjusted so the chance of a false flag stays
+      ``P(|Z| > 4) ≈ 6e-5`` for ``P`` coordinates: the Student-t quantile with
+      ``n - 1`` degrees of freedom at tail ``6e-5 / (2P)``, since each ``s_j`` is
+      estimated from ``n`` draws (with few samples and many coordinates a normal
+      quantile would flag unbiased estimators; for large ``n`` it is the normal one).
     * ``time_per_gradient``: the median over ``timing_calls`` calls of the compiled
       one-key ``value_and_grad`` (after warm-up, ``block_until_ready``), in seconds;
       ``work_normalized_variance = V × time_per_gradient`` (lower is better: the
@@ -471,7 +475,9 @@ def compare(
         ref_var = np.concatenate([moments.variance(i) for i in range(1, len(moments.m2))])
         kind, ref_n = "high-sample", reference_samples
         ref_var = ref_var / reference_samples
-    threshold = statistics.NormalDist().inv_cdf(1.0 - _TAIL / (2.0 * setup.size))
+    # |bias_j| / s_j has Student-t tails with n - 1 degrees of freedom (s_j from n draws;
+    # a high-sample reference only adds degrees of freedom, so this is conservative)
+    threshold = float(scipy.stats.t.isf(_TAIL / (2.0 * setup.size), num_samples - 1))
 
     results = {}
     for label in labels:
