@@ -48,6 +48,7 @@ from _common import ROOT, machine_info, replace_section  # noqa: E402
 
 import models.air as air  # noqa: E402
 import ppl  # noqa: E402
+from models.air._train import config_optimizer, options  # noqa: E402
 
 PAGE = ROOT / "docs" / "zoo" / "air.md"
 IMG = ROOT / "docs" / "img"
@@ -253,11 +254,9 @@ def time_ppl(estimator, images, config, steps, repeats):
     """Seconds per ``ppl.fit`` step (mean, std over ``repeats`` runs of ``steps`` steps)."""
     params = air.init_params(jax.random.key(0), air.Sizes.from_config(config))
     objective = air.batch_objective(
-        air.make_objective(
-            estimator, rws_particles=int(config["rws_particles"]), **_options(config)
-        )
+        air.make_objective(estimator, rws_particles=int(config["rws_particles"]), **options(config))
     )
-    opt = air.optimizer(float(config["learning_rate"]), float(config["baseline_learning_rate"]))
+    opt = config_optimizer(config)
     data = jax.numpy.asarray(images)
     run = dict(
         optimizer=opt,
@@ -277,14 +276,6 @@ def time_ppl(estimator, images, config, steps, repeats):
         times.append((time.perf_counter() - start) / steps)
     compile_seconds = first - steps * float(np.mean(times))
     return float(np.mean(times)), float(np.std(times)), compile_seconds
-
-
-def _options(config):
-    return {
-        "num_steps": int(config["max_objects"]),
-        "pres_prior": float(config["pres_prior"]),
-        "scale_prior": (float(config["scale_prior_loc"]), float(config["scale_prior_sd"])),
-    }
 
 
 # ----------------------------------------------------------------------------- phases
@@ -424,8 +415,6 @@ def phase_compare(args, data, config, record):
     one minibatch, then ``--train-steps`` training steps each from the same
     initialization and key, with the count accuracy (test and validation canvases)
     and the held-out ELBO every ``--eval-every`` steps (off the clock)."""
-    from models.air._train import config_optimizer, options
-
     opts = options(config)
     variants = {
         LABELS[e]: air.batch_objective(

@@ -106,6 +106,12 @@ def init_params(key: jax.Array, sizes: Mapping[str, int]) -> dict:
     }
 
 
+def _render(decoder, z_what, z_where, window_size, canvas_size):
+    """The decoded object ``sigmoid(dec(z_what))`` placed on the canvas at ``z_where``."""
+    window = jax.nn.sigmoid(mlp(decoder, z_what)).reshape(window_size, window_size)
+    return window_to_image(z_where, window, canvas_size)
+
+
 def model(
     x: jax.Array,
     num_steps: int = 3,
@@ -135,8 +141,7 @@ def model(
             z_what = numpyro.sample(
                 f"z_what_{t}", dist.Normal(jnp.zeros(z_what_size), 1.0).to_event(1)
             )
-        window = jax.nn.sigmoid(mlp(decoder, z_what)).reshape(window_size, window_size)
-        canvas = canvas + pres * window_to_image(z_where, window, canvas_size)
+        canvas = canvas + pres * _render(decoder, z_what, z_where, window_size, canvas_size)
     numpyro.sample("x", dist.Normal(canvas.reshape(-1), 0.3).to_event(1), obs=x)
     return canvas
 
@@ -193,10 +198,8 @@ def guide(
                 dist.Normal(what_loc, jax.nn.softplus(what_raw) + 1e-3).to_event(1),
             )
         if residual:
-            decoded = jax.nn.sigmoid(mlp(decoder, z_what)).reshape(window_size, window_size)
-            explained = explained + pres * window_to_image(z_where, decoded, canvas_size).reshape(
-                -1
-            )
+            drawn = _render(decoder, z_what, z_where, window_size, canvas_size)
+            explained = explained + pres * drawn.reshape(-1)
         presence.append(pres)
     return jnp.stack(presence)
 
