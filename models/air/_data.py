@@ -146,6 +146,8 @@ def make_split(
     ``num_validation`` more canvases (their own layouts, seed ``seed + 2``) are drawn
     from the training digit images, for model selection; none where it is 0.
     """
+    if num_validation < 0:
+        raise ValueError(f"num_validation={num_validation} must be >= 0 (0: no validation set).")
     windows = digit_windows(window_size)
     order = np.random.default_rng(seed).permutation(windows.shape[0])
     cut = int(0.8 * windows.shape[0])

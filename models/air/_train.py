@@ -32,6 +32,10 @@ def optimizer(
     With ``decay_steps > 0`` the model's and guide's rate follows a cosine from
     ``learning_rate`` down to ``final_learning_rate`` over that many steps, then stays.
     """
+    if isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 0:
+        raise ValueError(
+            f"decay_steps={decay_steps!r} must be a whole number of steps >= 0 (0: no decay)."
+        )
     rate = learning_rate
     if decay_steps > 0:
         final = learning_rate if final_learning_rate is None else final_learning_rate

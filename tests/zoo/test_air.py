@@ -204,6 +204,10 @@ def test_learning_rate_decay():
     assert float(-updates["baseline"][0]) == pytest.approx(1e-3, rel=1e-3)  # its own rate
     with pytest.raises(ValueError, match="final_learning_rate=0.1 must be in"):
         air.optimizer(1e-2, 1e-3, decay_steps=10, final_learning_rate=0.1)
+    with pytest.raises(ValueError, match="decay_steps=-5 must be a whole number"):
+        air.optimizer(1e-2, 1e-3, decay_steps=-5)
+    with pytest.raises(ValueError, match="num_validation=-1 must be >= 0"):
+        air.load_data({**TINY, "num_validation": -1}, None)
 
 
 def test_window_overlap_matches_the_drawn_boxes():
