@@ -20,6 +20,7 @@ from ppl.adev import detached as detached
 from ppl.adev import enum as enum
 from ppl.adev import expectation as expectation
 from ppl.adev import leave_one_out as leave_one_out
+from ppl.adev import log_prob as log_prob
 from ppl.adev import mvd as mvd
 from ppl.adev import particles as particles
 from ppl.adev import reinforce as reinforce
@@ -68,6 +69,7 @@ __all__ = [
     "leave_one_out",
     "default_strategy",
     "score",
+    "log_prob",
     "Trace",
     "sim",
     "density",

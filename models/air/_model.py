@@ -290,7 +290,8 @@ def make_objective(
     @ppl.expectation
     def rws(params, x):
         sir = ppl.normalize(model, guide, particles=rws_particles)
-        trace = ppl.sim(sir, x, *options, params=params)
+        # the SIR draws are held fixed (RWS's wake phases); a score term would bias them
+        trace = ppl.sim(sir, x, *options, params=params, strategies=ppl.detached)
         return ppl.density(model, trace.choices, x, *options, params=params) + ppl.density(
             guide, trace.choices, x, *options, params=params
         )

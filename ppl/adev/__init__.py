@@ -2,6 +2,7 @@
 
 from ppl.adev._expectation import Expectation as Expectation
 from ppl.adev._expectation import expectation as expectation
+from ppl.adev._log_prob import log_prob as log_prob
 from ppl.adev._primitives import SiteInfo as SiteInfo
 from ppl.adev._primitives import add_cost as add_cost
 from ppl.adev._primitives import particles as particles
@@ -52,4 +53,5 @@ __all__ = [
     "leave_one_out",
     "default_strategy",
     "score",
+    "log_prob",
 ]

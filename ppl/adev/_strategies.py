@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import distributions as dist
 
+from ppl.adev._log_prob import log_prob
+
 __all__ = [
     "Strategy",
     "LocalStrategy",
@@ -60,10 +62,11 @@ Continuation = Callable[..., jax.Array]  # kont(value, salt=None, primal=False) 
 def score(distribution: Any, value: jax.Array) -> jax.Array:
     """The zero-valued REINFORCE term ``log p_θ(x) - sg(log p_θ(x))`` for ``value``.
 
-    Its value is 0 and its gradient is ``∇_θ log p_θ(x)``, summed over the batch.
+    Its value is 0 and its gradient is ``∇_θ log p_θ(x)``, summed over the batch (exact
+    also where NumPyro's own derivative is not, see `ppl.log_prob`).
     """
-    log_prob = jnp.sum(distribution.log_prob(sg(value)))
-    return log_prob - sg(log_prob)
+    log_p = jnp.sum(log_prob(distribution, sg(value)))
+    return log_p - sg(log_p)
 
 
 class Strategy(eqx.Module):
@@ -260,7 +263,7 @@ class Enum(Strategy):
 
     def estimate(self, key, distribution, kont):
         values = _joint_support(distribution)
-        log_p = jax.vmap(lambda v: jnp.sum(distribution.log_prob(v)))(values)
+        log_p = jax.vmap(lambda v: jnp.sum(log_prob(distribution, v)))(values)
         f = jax.vmap(kont)(values)
         return jnp.sum(jnp.exp(log_p) * f)
 

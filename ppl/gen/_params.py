@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
@@ -29,7 +30,9 @@ def init_params(key: jax.Array, program: Callable, *args: Any, **kwargs: Any) ->
 
     Returns:
         A dict from parameter name to unconstrained value, the ``params`` of
-        ``ppl.sim`` and ``ppl.density``.
+        ``ppl.sim`` and ``ppl.density``. Every value is a floating-point array, also
+        where a Python number initialised it (``numpyro.param("loc", 0.0)``), so that
+        ``ppl.fit`` trains it.
     """
     with handlers.trace() as trace, handlers.seed(rng_seed=key):
         program(*args, **kwargs)
@@ -38,9 +41,23 @@ def init_params(key: jax.Array, program: Callable, *args: Any, **kwargs: Any) ->
         if site["type"] != "param":
             continue
         constraint = site["kwargs"].get("constraint", constraints.real)
-        value = site["value"]
+        value = _trainable(site["value"])
         params[name] = value if constraint is constraints.real else biject_to(constraint).inv(value)
     return params
+
+
+def _trainable(value: Any) -> Any:
+    """An initial value (an array or a pytree of them, such as a flow's weights) with
+    floating-point leaves: a Python number or an integer array becomes an array of the
+    default float dtype (``numpyro.param("loc", 0.0)`` would otherwise stay a Python
+    float, which ``ppl.fit`` and ``eqx.partition`` hold fixed)."""
+
+    def leaf(x):
+        x = jnp.asarray(x)
+        inexact = jnp.issubdtype(x.dtype, jnp.inexact)
+        return jnp.asarray(x, dtype=x.dtype if inexact else jnp.result_type(float))
+
+    return jax.tree.map(leaf, value)
 
 
 def constrain(program: Callable, params: dict, *args: Any, **kwargs: Any) -> dict:

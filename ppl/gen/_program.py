@@ -29,6 +29,7 @@ from ppl.adev import (
     SiteInfo,
     Strategy,
     default_strategy,
+    log_prob,
     sample,
 )
 
@@ -144,8 +145,10 @@ def _subsampled(site: dict) -> bool:
     return subsample_size is not None and subsample_size != size
 
 
-def _strategy_of(msg: dict, strategies: Mapping | None) -> Strategy:
+def _strategy_of(msg: dict, strategies: Mapping | Strategy | None) -> Strategy:
     name = msg["name"]
+    if isinstance(strategies, Strategy):  # one strategy for every site
+        return strategies
     if strategies is not None and name in strategies:
         return strategies[name]
     chosen = (msg.get("infer") or {}).get("strategy")
@@ -213,10 +216,10 @@ class _Simulate(_Runner):
 def _site_log_prob(site: dict) -> jax.Array:
     fn, value = site["fn"], site["value"]
     intermediates = site.get("intermediates")
-    log_prob = fn.log_prob(value, intermediates) if intermediates else fn.log_prob(value)
+    log_p = fn.log_prob(value, intermediates) if intermediates else log_prob(fn, value)
     if site.get("scale") is not None:
-        log_prob = site["scale"] * log_prob
-    return jnp.sum(log_prob)
+        log_p = site["scale"] * log_p
+    return jnp.sum(log_p)
 
 
 def _log_density(trace: dict) -> jax.Array:
@@ -235,7 +238,7 @@ def sim(
     program: Callable,
     *args: Any,
     params: Any = None,
-    strategies: Mapping[str, Strategy] | None = None,
+    strategies: Mapping[str, Strategy] | Strategy | None = None,
     **kwargs: Any,
 ) -> Trace:
     """Run a NumPyro program inside an expectation.
@@ -251,7 +254,9 @@ def sim(
         *args: its positional arguments.
         params: the values of its ``numpyro.param`` sites, unconstrained (a dict by
             name, or an object with those attributes such as an equinox module).
-        strategies: site name -> strategy, overriding the site's own choice.
+        strategies: site name -> strategy, overriding the site's own choice; or one
+            `ppl.Strategy` for every site (``strategies=ppl.detached`` draws them all
+            without an estimator).
         **kwargs: its keyword arguments.
 
     Returns:
@@ -282,7 +287,7 @@ def sim(
 
 
 def _check_strategies(strategies, trace, program):
-    if not strategies:
+    if not strategies or isinstance(strategies, Strategy):
         return
     unknown = sorted(set(strategies) - {n for n, s in trace.items() if s["type"] == "sample"})
     if unknown:

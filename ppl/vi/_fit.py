@@ -507,7 +507,8 @@ def fit(
             a real scalar estimate to maximize. Usually a `ppl.Expectation`.
         params: the initial parameters, any pytree (dict, equinox module). Its
             floating-point arrays are trained; every other leaf (integer arrays,
-            Python numbers, functions) is held fixed. With ``resume=True`` it is also
+            Python numbers, functions) is held fixed, and a Python float outside an
+            equinox module gets a warning that names it. With ``resume=True`` it is also
             the structure template for the checkpoint.
         *args: further arguments for ``objective``, fixed during training.
         optimizer: an optax gradient transformation (it sees the negated gradient).
@@ -605,6 +606,7 @@ def fit(
     if data_mode in ("full", "minibatch"):  # on the device once, not once per chunk
         data = jax.tree.map(jnp.asarray, data) if mesh is None else replicate(mesh, data)
 
+    _warn_python_floats(params)
     trainable, static_params = eqx.partition(params, eqx.is_inexact_array)
     if not jax.tree.leaves(trainable):
         raise ValueError(
@@ -714,6 +716,26 @@ def fit(
     if result.bad_steps_report:
         warnings.warn(result.bad_steps_report, RuntimeWarning, stacklevel=2)
     return result
+
+
+def _warn_python_floats(params: Any) -> None:
+    """Warn about Python floats in a hand-built params pytree: they are held fixed.
+
+    Fields of equinox modules are left alone (a float field there, such as a dropout
+    rate, is a setting by equinox's convention, not a parameter).
+    """
+    leaves, _ = tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, eqx.Module))
+    floats = [keystr(path) for path, leaf in leaves if type(leaf) is float]
+    if floats:
+        warnings.warn(
+            f"fit: params{', params'.join(floats)} "
+            f"{'is a Python float' if len(floats) == 1 else 'are Python floats'}, which "
+            f"fit holds fixed (only floating-point arrays are trained). To train "
+            f"{'it' if len(floats) == 1 else 'them'}, write jnp.asarray(value), or build "
+            f"params with ppl.init_params, whose values are always arrays.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _all_finite(tree: Any) -> bool:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from ppl.adev import Expectation, Reparam, detached, expectation, particles
+from ppl.adev import Detached, Expectation, Reparam, Strategy, detached, expectation, particles
 from ppl.gen import density, sim
 from ppl.parallel import constrain_particles
 from ppl.vi._constructs import marginal, normalize
@@ -137,26 +137,41 @@ def diwhvi(
 def wake_p(model, guide, *, num_particles: int, strategies=None) -> Expectation:
     """Reweighted wake-sleep, wake phase for the model: ``E[log p(x, z)]``, ``z ~ SIR``.
 
-    ``z`` is resampled from ``num_particles`` guide draws (``ppl.normalize``) and
-    carries no gradient, so only the model's parameters move (Bornschein & Bengio
-    2015, eq. 5).
+    ``z`` is resampled from ``num_particles`` guide draws (``ppl.normalize``) that are
+    held fixed: the gradient is ``Σ_k w̃_k ∇_θ log p(x, z_k)``, the self-normalized
+    importance-sampling estimate of ``E_{p(z|x)}[∇_θ log p(x, z)]``, and the guide's
+    parameters get none (Bornschein & Bengio 2015, eq. 5). ``strategies`` cannot change
+    this gradient: only ``None`` or ``ppl.detached`` is accepted.
     """
-
-    return _wake(model, model, guide, num_particles, strategies)
+    return _wake("wake_p", model, model, guide, num_particles, strategies)
 
 
 def wake_q(model, guide, *, num_particles: int, strategies=None) -> Expectation:
     """Reweighted wake-sleep, wake phase for the guide: ``E[log q(z)]``, ``z ~ SIR``.
 
-    Maximizing it moves the guide toward the SIR approximation of the posterior
-    (Bornschein & Bengio 2015, eq. 9; Le et al. 2019).
+    The draws are held fixed, so the gradient is ``Σ_k w̃_k ∇_φ log q(z_k)``, the
+    self-normalized importance-sampling estimate of ``-∇_φ KL(p(z|x) || q_φ(z))``
+    (Bornschein & Bengio 2015, eq. 9; Le et al. 2019, "Revisiting reweighted
+    wake-sleep", eq. 4). It is zero in expectation when the guide is the exact
+    posterior, whatever the guide's sites are. ``strategies`` cannot change this
+    gradient: only ``None`` or ``ppl.detached`` is accepted.
     """
+    return _wake("wake_q", guide, model, guide, num_particles, strategies)
 
-    return _wake(guide, model, guide, num_particles, strategies)
 
-
-def _wake(scored, model, guide, num_particles, strategies) -> Expectation:
-    """``E[log scored(z)]`` with ``z`` from SIR over ``num_particles`` guide draws."""
+def _wake(name, scored, model, guide, num_particles, strategies) -> Expectation:
+    """``E[log scored(z)]`` with ``z`` from SIR over ``num_particles`` guide draws, the
+    draws held fixed (every proposal site ``ppl.detached``)."""
+    given = [strategies] if isinstance(strategies, Strategy) else dict(strategies or {}).values()
+    refused = [s for s in given if not isinstance(s, Detached)]
+    if refused:
+        raise ValueError(
+            f"{name}: strategies={strategies!r} would give the SIR draws an estimator of "
+            f"their own, but the wake-phase gradient holds the draws fixed (the "
+            f"self-normalized importance-sampling estimate of Bornschein & Bengio 2015): "
+            f"a score-function or enumeration term there would bias it. Leave "
+            f"strategies out (every proposal site is drawn with ppl.detached)."
+        )
 
     @expectation
     def objective(params, *args):
@@ -164,7 +179,7 @@ def _wake(scored, model, guide, num_particles, strategies) -> Expectation:
             normalize(model, guide, particles=num_particles),
             *args,
             params=params,
-            strategies=strategies,
+            strategies=detached,
         )
         return density(scored, trace.choices, *args, params=params)
 
@@ -185,7 +200,7 @@ def vimco(model, guide, *, num_particles: int) -> Expectation:
     @expectation
     def objective(params, *args):
         def one():
-            trace = sim(guide, *args, params=params, strategies=_Every(detached))
+            trace = sim(guide, *args, params=params, strategies=detached)
             return density(
                 model, trace.choices, *args, params=params
             ) - trace.log_density, trace.log_density
@@ -199,25 +214,6 @@ def vimco(model, guide, *, num_particles: int) -> Expectation:
         return bound + jnp.sum(sg(bound - leave_out) * (log_q - sg(log_q)))
 
     return objective
-
-
-class _Every(Mapping):
-    """A strategy map that gives every site the same strategy."""
-
-    def __init__(self, strategy):
-        self.strategy = strategy
-
-    def __getitem__(self, name):
-        return self.strategy
-
-    def __contains__(self, name):
-        return True
-
-    def __iter__(self):
-        return iter(())
-
-    def __len__(self):
-        return 0
 
 
 def renyi(model, guide, *, alpha: float, num_particles: int, strategies=None) -> Expectation:
@@ -249,7 +245,7 @@ def dreg(model, guide, *, num_particles: int) -> Expectation:
     @expectation
     def objective(params, *args):
         def one():
-            trace = sim(guide, *args, params=params, strategies=_Every(Reparam()))
+            trace = sim(guide, *args, params=params, strategies=Reparam())
             frozen = sg(params)
             path = density(model, trace.choices, *args, params=frozen) - density(
                 guide, trace.choices, *args, params=frozen

@@ -504,3 +504,72 @@ def test_bad_objective_key_and_params():
         fit(0, conjugate_elbo, PARAMS, Y, optimizer=ADAM, num_steps=10)
     with pytest.raises(ValueError, match="no floating-point arrays to train"):
         fit(jax.random.key(0), conjugate_elbo, {"loc": 0.0}, Y, optimizer=ADAM, num_steps=10)
+
+
+# ------------------------------------------------- Python numbers as initial values
+
+
+def _docs_model(y):
+    import numpyro
+
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("data", y.shape[0]):
+        numpyro.sample("y", dist.Normal(mu, 0.5), obs=y)
+
+
+def _docs_guide(y):  # the guide of docs/programs.md: Python numbers as initial values
+    import numpyro
+
+    loc = numpyro.param("loc", 0.0)
+    scale = numpyro.param("scale", 1.0, constraint=dist.constraints.positive)
+    numpyro.sample("mu", dist.Normal(loc, scale))
+
+
+def test_parameters_initialised_with_python_numbers_are_trained():
+    # Before: init_params returned loc as a Python float, fit held it at 0.0 and shrank
+    # the scale instead, without a word.
+    params = ppl.init_params(jax.random.key(0), _docs_guide, Y)
+    for name, value in params.items():
+        assert isinstance(value, jax.Array) and value.dtype == jnp.result_type(float), name
+    result = fit(
+        jax.random.key(1),
+        ppl.objectives.elbo(_docs_model, _docs_guide),
+        params,
+        Y,
+        optimizer=ADAM,
+        num_steps=2000,
+        progress=False,
+    )
+    exact_loc, exact_log_scale = _exact_posterior(Y)  # 1.015, log 0.277
+    assert abs(float(result.params["loc"]) - exact_loc) < 0.05
+    scale = ppl.constrain(_docs_guide, result.params, Y)["scale"]
+    assert abs(float(jnp.log(scale)) - exact_log_scale) < 0.15
+
+
+def test_a_python_float_in_hand_built_params_is_named_in_a_warning():
+    params = {"loc": 0.0, "log_scale": jnp.asarray(0.0)}
+    with pytest.warns(UserWarning, match=r"params\['loc'\] is a Python float"):
+        fit(jax.random.key(0), conjugate_elbo, params, Y, optimizer=ADAM, num_steps=2,
+            progress=False)  # fmt: skip
+
+
+def test_float_fields_of_equinox_modules_raise_no_warning():
+    class Module(eqx.Module):
+        loc: jax.Array
+        log_scale: jax.Array
+        rate: float = 0.5  # a setting, as eqx.nn.Dropout's p
+
+    import warnings
+
+    module = Module(jnp.asarray(0.0), jnp.asarray(0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fit(jax.random.key(0), _module_elbo, module, Y, optimizer=ADAM, num_steps=2,
+            progress=False)  # fmt: skip
+
+
+@ppl.expectation
+def _module_elbo(params, y):
+    q = dist.Normal(params.loc, jnp.exp(params.log_scale))
+    z = ppl.sample(q, ppl.reparam, name="z")
+    return dist.Normal(0.0, 1.0).log_prob(z) + dist.Normal(z, 0.5).log_prob(y).sum() - q.log_prob(z)
