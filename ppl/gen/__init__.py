@@ -1,5 +1,6 @@
 """NumPyro programs inside expectations: sim, density, Trace and parameters."""
 
+from ppl.gen._enumerate import infer_discrete as infer_discrete
 from ppl.gen._params import constrain as constrain
 from ppl.gen._params import init_params as init_params
 from ppl.gen._program import Family as Family
@@ -8,4 +9,13 @@ from ppl.gen._program import density as density
 from ppl.gen._program import sim as sim
 from ppl.gen._program import site_log_densities as site_log_densities
 
-__all__ = ["Trace", "Family", "sim", "density", "site_log_densities", "init_params", "constrain"]
+__all__ = [
+    "Trace",
+    "Family",
+    "sim",
+    "density",
+    "site_log_densities",
+    "init_params",
+    "constrain",
+    "infer_discrete",
+]

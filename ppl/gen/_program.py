@@ -10,7 +10,7 @@ Both compute ``Σ_sites scale · log p(value)`` exactly as NumPyro's ``log_densi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import equinox as eqx
@@ -298,16 +298,34 @@ def _check_strategies(strategies, trace, program):
         )
 
 
+class _NeedsEnumeration(Exception):
+    """Raised by `_Score` at a latent site without a value that is to be summed out."""
+
+
+def _marked(site: dict, names) -> bool:
+    """Whether a latent site is to be enumerated: named, or marked ``"parallel"``."""
+    return site["name"] in names or (site.get("infer") or {}).get("enumerate") == "parallel"
+
+
+def _enumerable_in_body(site: dict) -> bool:
+    """Whether NumPyro's enumerated ``scan`` sums this body site out (``config_enumerate``)."""
+    infer = site.get("infer") or {}
+    return site["fn"].has_enumerate_support and infer.get("enumerate", "parallel") == "parallel"
+
+
 class _Score(_Runner):
     """Put the given choices at latent sites; check names, shapes and supports."""
 
-    def __init__(self, fn, choices, params, program):
+    def __init__(self, fn, choices, params, program, names=()):
         self.choices = choices
+        self.names = frozenset(names)  # sites to enumerate (besides marked ones)
         self.used: set = set()
         super().__init__(fn, params, program)
 
     def _value(self, site):
         name = site["name"]
+        if name not in self.choices and _marked(site, self.names):
+            raise _NeedsEnumeration(name)
         if name not in self.choices:
             raise ValueError(
                 f"latent site '{name}' ({type(site['fn']).__name__}) of "
@@ -339,8 +357,27 @@ class _Score(_Runner):
             else:
                 msg["kwargs"]["rng_key"] = _key()
         elif kind == "control_flow":
-            msg["kwargs"]["substitute_stack"].append(("substitute", dict(self.choices)))
+            msg["kwargs"]["substitute_stack"].append(("substitute", self._body_value))
             self.used.update(self.choices)  # values inside scan are matched by numpyro
+
+    def _body_value(self, site):
+        """The value of a site in a ``scan``/``cond`` body (NumPyro indexes it by step)."""
+        name = site["name"]
+        if name in self.choices:
+            return self.choices[name]
+        if site["is_observed"] or site["value"] is not None:
+            return None
+        if _marked(site, self.names) or _enumerable_in_body(site):
+            return self._enumerated_in_body(site)
+        raise ValueError(
+            f"latent site '{name}' ({type(site['fn']).__name__}) in a scan or cond body "
+            f"of {_program_name(self.program)} has no value in choices (choices has "
+            f"{sorted(self.choices)}). Give it a value, observe it with obs=, or make the "
+            f"guide sample a site named '{name}' (its values stacked over the steps)."
+        )
+
+    def _enumerated_in_body(self, site):
+        raise _NeedsEnumeration(site["name"])
 
 
 def _check_support(value: jax.Array, fn: Any, name: str) -> jax.Array:
@@ -369,48 +406,112 @@ def density(
     choices: Mapping[str, Any],
     *args: Any,
     params: Any = None,
+    enumerate: Collection[str] = (),  # noqa: A002 - NumPyro's word for summing out
     **kwargs: Any,
 ) -> jax.Array:
     """The log joint density of ``program`` at ``choices`` (observed sites included).
 
+    Discrete latent sites that are absent from ``choices`` and either marked
+    ``infer={"enumerate": "parallel"}`` in the program (as NumPyro's
+    ``config_enumerate`` marks them) or named in ``enumerate`` are summed out exactly:
+    the result is ``log Σ_c p(choices, c)``, computed in parallel over their supports,
+    with plates, and with ``numpyro.contrib.control_flow.scan``/``markov`` chains in time
+    linear in their length (see the "Discrete latents" docs page). Every objective
+    built on ``density`` then optimizes the marginal likelihood of the summed-out sites.
+
     Args:
         program: a NumPyro model (or guide).
-        choices: latent site name -> value, for every latent site of the program.
+        choices: latent site name -> value, for every latent site of the program that
+            is not summed out.
         *args: the program's positional arguments.
         params: values of its ``numpyro.param`` sites (unconstrained), as in `sim`.
+        enumerate: names of further discrete sites to sum out (besides the marked ones).
         **kwargs: its keyword arguments.
 
     Returns:
-        ``Σ_sites scale · log p(value)``, a scalar.
+        ``Σ_sites scale · log p(value)`` with the enumerated sites summed out, a scalar.
 
     Raises:
         ValueError: naming the site, when a latent site has no value, a choice is not a
             site of the program, a value has the wrong shape or lies outside the
-            support, or a parameter is missing.
+            support, or a parameter is missing; and when a site to sum out has no finite
+            support, is also in ``choices`` (``enumerate`` only), makes a factor too
+            large for memory, or depends on a step further back than the declared
+            Markov order.
+
+    Examples:
+        >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist, ppl
+        >>> def mixture(x):
+        ...     c = numpyro.sample("c", dist.Categorical(jnp.array([0.3, 0.7])))
+        ...     numpyro.sample("x", dist.Normal(jnp.array([-1.0, 1.0])[c], 1.0), obs=x)
+        >>> round(float(ppl.density(mixture, {}, 0.5, enumerate=["c"])), 4)  # log Σ_c p(c, x)
+        -1.2542
     """
     if isinstance(program, Family):
         return program.log_density(choices, params, *args, **kwargs)
-    return jnp.sum(
-        jnp.stack(
-            list(site_log_densities(program, choices, *args, params=params, **kwargs).values())
+    names = _enumerate_names(enumerate, choices, program)
+    try:
+        sites = _site_log_densities(program, choices, params, names, args, kwargs)
+    except _NeedsEnumeration:
+        from ppl.gen._enumerate import enumerated_log_density
+
+        log_p, used = enumerated_log_density(program, choices, params, names, args, kwargs)
+        _check_used(choices, used, None, program)
+        return log_p
+    return jnp.sum(jnp.stack(list(sites.values())))
+
+
+def _enumerate_names(names, choices, program) -> frozenset:
+    if isinstance(names, str):
+        names = (names,)
+    clash = sorted(set(names) & set(choices))
+    if clash:
+        raise ValueError(
+            f"sites {clash} of {_program_name(program)} are named in enumerate= but also "
+            f"have values in choices (the guide samples them). Either sum them out (drop "
+            f"them from the guide) or score the guide's values (drop them from enumerate=)."
         )
-    )
+    return frozenset(names)
+
+
+def _check_used(choices, used, trace, program) -> None:
+    extra = sorted(set(choices) - used)
+    if extra:
+        sites = (
+            ""
+            if trace is None
+            else (f" (its sites: {sorted(n for n, s in trace.items() if s['type'] == 'sample')})")
+        )
+        raise ValueError(
+            f"choices {extra} are not sample sites of {_program_name(program)}{sites}. A "
+            f"guide may only sample sites the model has; mark helper sites of the guide "
+            f"with infer={{'is_auxiliary': True}}."
+        )
 
 
 def site_log_densities(
     program: Callable, choices: Mapping[str, Any], *args: Any, params: Any = None, **kwargs: Any
 ) -> dict:
-    """Like `density`, but the log density of each sample site separately (a dict)."""
-    scorer = _Score(program, choices, params, program)
+    """Like `density`, but the log density of each sample site separately (a dict).
+
+    Raises:
+        ValueError: as `density`, and for a site marked for enumeration without a value:
+            the density with it summed out does not split by site (use `density`).
+    """
+    try:
+        return _site_log_densities(program, choices, params, frozenset(), args, kwargs)
+    except _NeedsEnumeration as marked:
+        raise ValueError(
+            f"site '{marked}' of {_program_name(program)} is marked for enumeration and "
+            f"has no value: the density with it summed out does not split into one term "
+            f"per site. Use ppl.density, or give the site a value."
+        ) from None
+
+
+def _site_log_densities(program, choices, params, names, args, kwargs) -> dict:
+    scorer = _Score(program, choices, params, program, names)
     with handlers.trace() as trace:
         scorer(*args, **kwargs)
-    extra = sorted(set(choices) - scorer.used)
-    if extra:
-        sites = sorted(n for n, s in trace.items() if s["type"] == "sample")
-        raise ValueError(
-            f"choices {extra} are not sample sites of {_program_name(program)} (its "
-            f"sites: {sites}). A guide may only sample sites the model has; mark helper "
-            f"sites of the guide with infer={{'is_auxiliary': True}}."
-        )
+    _check_used(choices, scorer.used, trace, program)
     out = {name: _site_log_prob(site) for name, site in trace.items() if site["type"] == "sample"}
     return out or {"": jnp.zeros(())}

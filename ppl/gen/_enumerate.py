@@ -1,0 +1,272 @@
+"""Discrete model sites summed out exactly in ``ppl.density`` (and decoded afterwards).
+
+A latent site of a model that is marked for enumeration (NumPyro's
+``infer={"enumerate": "parallel"}``, for example through ``config_enumerate``) or named
+in ``ppl.density(..., enumerate=...)``, and that the guide does not sample, is summed
+out of the density exactly:
+
+    log p(x, z) = log Σ_c p(x, z, c),
+
+in parallel over the supports of the enumerated sites (tensor variable elimination,
+Obermeyer et al., ICML 2019), with plates as independent products and with
+``numpyro.contrib.control_flow.scan`` (or ``markov``) chains eliminated in time linear in
+their length (the forward algorithm as a parallel-scan of transition matrices). The
+contraction itself is NumPyro's funsor-based ``_enum_log_density``; this module only
+puts ppl's values, parameters and keys at the sites and checks what would otherwise
+fail silently or run out of memory.
+
+References:
+    Obermeyer, Bingham, Jankowiak, Phan, Chen, Pradhan, Goodman. "Tensor variable
+    elimination for plated factor graphs". ICML 2019.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from numpyro import handlers
+
+from ppl.gen._program import _marked, _program_name, _Score
+
+__all__ = ["enumerated_log_density", "infer_discrete", "MAX_FACTOR_SIZE"]
+
+#: The largest number of elements one enumerated factor may have (2**28 float32 = 1 GiB).
+MAX_FACTOR_SIZE = 2**28
+
+
+def _import_funsor():
+    try:
+        import funsor
+        from numpyro.contrib.funsor import enum
+        from numpyro.contrib.funsor.infer_util import _enum_log_density
+    except ImportError as error:  # pragma: no cover - funsor is a declared dependency
+        raise ImportError(
+            "summing discrete model sites out needs funsor: pip install 'funsor>=0.4.8'."
+        ) from error
+    return funsor, enum, _enum_log_density
+
+
+class _EnumScore(_Score):
+    """``_Score`` that leaves enumerated sites to NumPyro's ``enum`` handler.
+
+    With ``placeholder=True`` (the dry run that measures plate nesting and checks the
+    sites) an enumerated site gets a constant value from its support instead, and keys
+    are constants, so that the run draws nothing through ppl.
+    """
+
+    def __init__(self, fn, choices, params, program, names, placeholder=False, key=None):
+        self.placeholder = placeholder
+        self.key = jax.random.PRNGKey(0) if placeholder and key is None else key
+        self.num_keys = 0
+        self.enumerated: dict = {}  # name -> (distribution name, support size)
+        self.factor_shapes: dict = {}  # name -> broadcast batch shape of the site's factor
+        self.plate_nesting = 0
+        self.in_scan = False
+        super().__init__(fn, choices, params, program, names)
+
+    def _next_key(self):
+        self.num_keys += 1
+        return jax.random.fold_in(self.key, self.num_keys)
+
+    def process_message(self, msg):
+        if self.key is not None and msg["type"] == "prng_key":
+            msg["value"] = self._next_key()
+        elif self.key is not None and msg["type"] == "plate" and msg["value"] is None:
+            if msg["name"] in self.choices:
+                msg["value"] = jnp.asarray(self.choices[msg["name"]])
+                self.used.add(msg["name"])
+            else:
+                msg["kwargs"]["rng_key"] = self._next_key()
+        else:
+            super().process_message(msg)
+
+    def process_site(self, msg):
+        if msg["type"] == "control_flow":
+            self.in_scan = True
+        if (
+            msg["type"] == "sample"
+            and not msg["is_observed"]
+            and msg["value"] is None
+            and msg["name"] not in self.choices
+            and _marked(msg, self.names)
+        ):
+            self._enumerate(msg)
+        else:
+            super().process_site(msg)
+
+    def _enumerated_in_body(self, site):
+        self._enumerate(site)
+        return site["value"] if self.placeholder else None
+
+    def _enumerate(self, msg):
+        name, fn = msg["name"], msg["fn"]
+        if not fn.has_enumerate_support:
+            raise ValueError(
+                f"site '{name}' of {_program_name(self.program)} is marked for "
+                f"enumeration, but {type(fn).__name__} has no finite support to sum "
+                f"over (support {fn.support}). Sample it in the guide instead (with "
+                f"ppl.reinforce or ppl.mvd), or truncate it to a finite distribution."
+            )
+        if msg["kwargs"].get("sample_shape"):
+            raise ValueError(
+                f"site '{name}' of {_program_name(self.program)} is enumerated but has "
+                f"sample_shape={tuple(msg['kwargs']['sample_shape'])}; put the site in a "
+                f"numpyro.plate instead so that each element is summed out independently."
+            )
+        size = fn.enumerate_support(expand=False).shape[0]
+        self.enumerated[name] = (type(fn).__name__, size)
+        msg["infer"] = {**(msg.get("infer") or {}), "enumerate": "parallel"}
+        if self.placeholder:
+            support = fn.enumerate_support(expand=False)
+            msg["value"] = jnp.broadcast_to(support[0], fn.shape())
+
+    def postprocess_message(self, msg):
+        if msg["type"] != "sample":
+            return
+        dims = [frame.dim for frame in msg["cond_indep_stack"] if frame.dim is not None]
+        self.plate_nesting = max([self.plate_nesting, *(-d for d in dims)])
+        if not self.placeholder and msg["value"] is not None:
+            fn = msg["fn"]
+            value_batch = jnp.shape(msg["value"])[: jnp.ndim(msg["value"]) - fn.event_dim]
+            shape = jnp.broadcast_shapes(tuple(fn.batch_shape), value_batch)
+            self.factor_shapes[msg["name"]] = shape
+            _check_size(msg["name"], shape, self)
+
+
+def _check_size(name: str, shape: tuple, scorer: _EnumScore) -> None:
+    size = math.prod(shape)
+    if size <= MAX_FACTOR_SIZE:
+        return
+    gib = size * 4 / 2**30
+    raise ValueError(
+        f"summing out {sorted(scorer.enumerated)} of {_program_name(scorer.program)} "
+        f"makes the factor of site '{name}' a tensor of shape {shape}: {size:,} "
+        f"elements ({gib:.1f} GiB in float32), above ppl's limit of {MAX_FACTOR_SIZE:,}. "
+        f"Enumerate fewer sites at once: put chains in numpyro.contrib.control_flow.scan "
+        f"or numpyro.contrib.funsor.markov so that only neighbouring steps are summed "
+        f"jointly, or sample some of these sites in the guide (ppl.enum, ppl.reinforce)."
+    )
+
+
+def _dry_run(program, choices, params, names, args, kwargs) -> _EnumScore:
+    """Run the model once without enumeration (shapes only): plate nesting and checks."""
+    scorer = _EnumScore(program, choices, params, program, names, placeholder=True)
+
+    def run():
+        with handlers.trace():
+            scorer(*args, **kwargs)
+        return ()
+
+    jax.eval_shape(run)
+    return scorer
+
+
+def enumerated_log_density(
+    program: Callable,
+    choices: Mapping[str, Any],
+    params: Any,
+    names: Collection[str],
+    args: tuple,
+    kwargs: dict,
+) -> tuple[jax.Array, set]:
+    """``log Σ_enumerated p(choices, enumerated, observed)`` and the choices used.
+
+    Raises:
+        ValueError: naming the site, for an enumerated site without finite support, a
+            factor too large for memory, or a dependence the declared Markov order
+            (``history`` of ``scan``/``markov``) does not cover.
+    """
+    funsor, enum, enum_log_density = _import_funsor()
+    dry = _dry_run(program, choices, params, names, args, kwargs)
+    missing = sorted(set(names) - set(dry.enumerated))
+    if missing:
+        raise ValueError(
+            f"enumerate= names {missing}, which are not latent sample sites of "
+            f"{_program_name(program)} (its enumerated sites: {sorted(dry.enumerated)})."
+        )
+    scorer = _EnumScore(program, choices, params, program, names)
+    first_dim = -dry.plate_nesting - 1
+    try:
+        with enum(first_available_dim=first_dim):
+            result, _, _ = enum_log_density(
+                scorer, args, kwargs, {}, funsor.ops.logaddexp, funsor.ops.add
+            )
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        if "Expected the joint log density is a scalar" not in message and not (
+            "cannot reshape" in message and dry.in_scan
+        ):
+            raise
+        raise ValueError(
+            f"summing out {sorted(dry.enumerated)} of {_program_name(program)} left "
+            f"dimensions that do not fit ({message.splitlines()[0]}). A site depends on "
+            f"an enumerated site further back than the declared Markov order: raise history= of "
+            f"numpyro.contrib.control_flow.scan or numpyro.contrib.funsor.markov to the "
+            f"longest dependence, or put the site in a plate that contains its parents."
+        ) from error
+    return jnp.asarray(result.data), scorer.used
+
+
+def infer_discrete(
+    key: jax.Array,
+    model: Callable,
+    choices: Mapping[str, Any],
+    *args: Any,
+    params: Any = None,
+    temperature: int = 1,
+    enumerate: Collection[str] = (),  # noqa: A002 - the name ppl.density uses
+    **kwargs: Any,
+) -> dict:
+    """Decode the summed-out sites of ``model`` given the data and the other choices.
+
+    With ``temperature=1`` a draw of the enumerated sites from their exact posterior
+    ``p(c | x, z)`` (forward filtering, backward sampling); with ``temperature=0`` the
+    joint maximum a posteriori value ``argmax_c p(c | x, z)`` (Viterbi). Built on
+    NumPyro's ``infer_discrete``; ``vmap`` over keys for several draws.
+
+    Args:
+        key: a PRNG key (used when ``temperature=1``).
+        model: the NumPyro model given to ``ppl.density``.
+        choices: values of its other latent sites (for example one draw of the fitted
+            guide, ``ppl.sim(guide, ...).choices``); may be empty.
+        *args: the model's positional arguments (the data).
+        params: the fitted parameters (unconstrained), as for ``ppl.density``.
+        temperature: 1 to sample, 0 for the MAP value.
+        enumerate: further sites to enumerate, as in ``ppl.density``.
+        **kwargs: the model's keyword arguments.
+
+    Returns:
+        site name -> decoded value, for every enumerated site.
+
+    Raises:
+        ValueError: for ``temperature`` other than 0 or 1, and as ``ppl.density``.
+    """
+    if temperature not in (0, 1):
+        raise ValueError(f"infer_discrete: temperature must be 0 (MAP) or 1, got {temperature}.")
+    _import_funsor()
+    from numpyro.contrib.funsor.discrete import _sample_posterior
+
+    names = frozenset((enumerate,) if isinstance(enumerate, str) else enumerate)
+    dry = _dry_run(model, choices, params, names, args, kwargs)
+    key_model, key_decode = jax.random.split(key)
+    scorer = _EnumScore(model, choices, params, model, names, key=key_model)
+    try:
+        with handlers.block():
+            decoded = _sample_posterior(
+                scorer, -dry.plate_nesting - 1, temperature, key_decode, *args, **kwargs
+            )
+    except NotImplementedError as error:
+        if not dry.in_scan:
+            raise
+        raise ValueError(
+            f"infer_discrete cannot decode the sites {sorted(dry.enumerated)} of "
+            f"{_program_name(model)} inside numpyro.contrib.control_flow.scan (NumPyro's "
+            f"infer_discrete has the same limit). Decode with a version of the model that "
+            f"writes the chain as a Python loop over numpyro.contrib.funsor.markov(range(T)) "
+            f"(same sites and parameters); fit with the scan version."
+        ) from error
+    return {name: decoded[name] for name in dry.enumerated if name in decoded}
