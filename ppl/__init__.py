@@ -1,6 +1,7 @@
 """ppl: programmable variational inference for JAX and NumPyro."""
 
 from ppl import compare as compare
+from ppl import objectives as objectives
 from ppl import parallel as parallel
 from ppl.adev import MVD as MVD
 from ppl.adev import Baseline as Baseline
@@ -30,16 +31,16 @@ from ppl.adev import score as score
 from ppl.gen import Trace as Trace
 from ppl.gen import constrain as constrain
 from ppl.gen import density as density
-from ppl.gen import infer_discrete as infer_discrete
 from ppl.gen import init_params as init_params
 from ppl.gen import sim as sim
 from ppl.vi import FitResult as FitResult
+from ppl.vi import Importance as Importance
 from ppl.vi import Marginal as Marginal
 from ppl.vi import Normalize as Normalize
 from ppl.vi import fit as fit
+from ppl.vi import importance as importance
 from ppl.vi import marginal as marginal
 from ppl.vi import normalize as normalize
-from ppl.vi import objectives as objectives
 from ppl.vi import to_inference_data as to_inference_data
 
 __version__ = "0.1.0"
@@ -74,7 +75,6 @@ __all__ = [
     "Trace",
     "sim",
     "density",
-    "infer_discrete",
     "init_params",
     "constrain",
     "Marginal",
@@ -85,6 +85,8 @@ __all__ = [
     "to_inference_data",
     "fit",
     "FitResult",
+    "importance",
+    "Importance",
     "compare",
     "parallel",
 ]

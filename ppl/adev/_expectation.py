@@ -6,8 +6,10 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ppl.adev._interpreter import Acc, finalize, run
 
@@ -18,16 +20,26 @@ def typed_key(key: Any, where: str = "an expectation") -> jax.Array:
     """``key`` as one typed PRNG key; raw ``uint32[2]`` keys are wrapped.
 
     Raises:
-        TypeError: naming ``where``, if ``key`` is not one PRNG key.
+        TypeError: naming ``where`` and what was given, if ``key`` is not one PRNG key
+            (an int, a NumPy ``Generator``, a batch of keys, ...).
     """
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
-        return key
-    if key.shape == (2,) and key.dtype == jnp.uint32:
-        return jax.random.wrap_key_data(key)
+    if isinstance(key, jax.Array | np.ndarray):
+        array = key
+        if jnp.issubdtype(array.dtype, jax.dtypes.prng_key) and array.shape == ():
+            return array
+        if array.shape == (2,) and array.dtype == jnp.uint32:
+            return jax.random.wrap_key_data(jnp.asarray(array))
+        given = f"an array of shape {array.shape} and dtype {array.dtype}"
+        if jnp.issubdtype(array.dtype, jax.dtypes.prng_key):
+            given += " (a batch of keys: pass one of them, or jax.vmap over them)"
+    else:
+        given = f"{type(key).__module__}.{type(key).__qualname__}"
+        given = f"{key!r} ({given})" if isinstance(key, int | float | str) else given
+        if isinstance(key, np.random.Generator | np.random.RandomState):
+            given += " (NumPy's random generators are not JAX keys)"
     raise TypeError(
-        f"{where}: the key must be one PRNG key (jax.random.key(0) or "
-        f"jax.random.PRNGKey(0)), got an array of shape {key.shape} and dtype {key.dtype}."
+        f"{where}: the key must be one PRNG key, jax.random.key(0) (or the raw "
+        f"jax.random.PRNGKey(0)), got {given}."
     )
 
 
@@ -44,17 +56,23 @@ class Expectation:
     def __init__(self, fn: Callable[..., jax.Array]):
         self.fn = fn
         functools.update_wrapper(self, fn)
-        self._estimate = jax.jit(self.__call__)
-        self._value_and_grad = jax.jit(self._value_and_grad_impl)
+        self._estimate = jax.jit(self._estimate_impl, static_argnums=0)
+        self._value_and_grad = jax.jit(self._value_and_grad_impl, static_argnums=0)
         self._jvp = jax.jit(self._jvp_impl)
 
     def __repr__(self) -> str:
         return f"Expectation({getattr(self.fn, '__qualname__', self.fn)!r})"
 
     # The transformation itself: trace, then re-evaluate under ADEV.
-    def __call__(self, key: jax.Array, *args: Any) -> jax.Array:
+    def __call__(self, key: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
         key = typed_key(key, repr(self))
-        closed, out_tree = jax.make_jaxpr(self.fn, return_shape=True)(*args)
+        dynamic, static = _split_static((args, kwargs))
+
+        def traced(dynamic):
+            args, kwargs = eqx.combine(dynamic, static)
+            return self.fn(*args, **kwargs)
+
+        closed, out_tree = jax.make_jaxpr(traced, return_shape=True)(dynamic)
         outs = jax.tree.leaves(out_tree)
         if (
             len(outs) != 1
@@ -67,7 +85,7 @@ class Expectation:
                 f"estimated), but it returned {returned}. "
                 f"Reduce it (jnp.sum, jnp.mean) or jax.vmap the Expectation over a batch."
             )
-        flat_args = jax.tree.leaves(args)
+        flat_args = jax.tree.leaves(dynamic)
         return run(
             closed.jaxpr,
             list(closed.consts),
@@ -77,18 +95,33 @@ class Expectation:
             lambda values, acc, salt, primal: finalize(acc, values[0].astype(acc.cost.dtype)),
         )
 
-    def estimate(self, key: jax.Array, *args: Any) -> jax.Array:
-        """An unbiased estimate of ``E[fn(*args)]`` (jit-compiled)."""
-        return self._estimate(key, *args)
+    def estimate(self, key: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
+        """An unbiased estimate of ``E[fn(*args, **kwargs)]`` (jit-compiled).
 
-    def grad_estimate(self, key: jax.Array, *args: Any) -> tuple:
-        """An unbiased estimate of the gradient, a tuple shaped like ``args``."""
-        return self.value_and_grad_estimate(key, *args)[1]
+        Array and Python float leaves of the arguments are traced; every other leaf
+        (ints such as a plate size, strings, None, callables) is static, as in
+        NumPyro's ``SVI``: a new value compiles anew.
+        """
+        key = typed_key(key, repr(self))
+        dynamic, static = _split_static((args, kwargs))
+        return self._estimate(_Static(static), key, dynamic)
 
-    def value_and_grad_estimate(self, key: jax.Array, *args: Any) -> tuple[jax.Array, tuple]:
+    def grad_estimate(self, key: jax.Array, *args: Any, **kwargs: Any) -> tuple:
+        """An unbiased estimate of the gradient, a tuple shaped like ``args``.
+
+        Static leaves (see `estimate`) and keyword arguments are not differentiated:
+        their entries are ``None``.
+        """
+        return self.value_and_grad_estimate(key, *args, **kwargs)[1]
+
+    def value_and_grad_estimate(
+        self, key: jax.Array, *args: Any, **kwargs: Any
+    ) -> tuple[jax.Array, tuple]:
         """``(estimate, grad_estimate)`` from the same draws (jit-compiled)."""
+        key = typed_key(key, repr(self))
+        dynamic, static = _split_static((args, kwargs))
         try:
-            return self._value_and_grad(key, *args)
+            return self._value_and_grad(_Static(static), key, dynamic)
         except ValueError as err:
             if "Reverse-mode differentiation does not work for lax.while_loop" not in str(err):
                 raise
@@ -105,12 +138,66 @@ class Expectation:
         """Forward mode: ``(estimate, unbiased estimate of the directional derivative)``."""
         return self._jvp(key, tuple(primals), tuple(tangents))
 
-    def _value_and_grad_impl(self, key, *args):
-        argnums = tuple(range(1, len(args) + 1))
-        return jax.value_and_grad(self.__call__, argnums=argnums, allow_int=True)(key, *args)
+    def _estimate_impl(self, static: _Static, key, dynamic):
+        args, kwargs = eqx.combine(dynamic, static.tree)
+        return self(key, *args, **kwargs)
+
+    def _value_and_grad_impl(self, static: _Static, key, dynamic):
+        dynamic_args, dynamic_kwargs = dynamic
+        static_args, static_kwargs = static.tree
+
+        def value(dynamic_args):
+            args = eqx.combine(dynamic_args, static_args)
+            kwargs = eqx.combine(dynamic_kwargs, static_kwargs)
+            return self(key, *args, **kwargs)
+
+        value, grads = jax.value_and_grad(value, allow_int=True)(dynamic_args)
+        return value, tuple(grads)
 
     def _jvp_impl(self, key, primals, tangents):
         return jax.jvp(lambda *a: self.__call__(key, *a), primals, tangents)
+
+
+def _is_traced(leaf: Any) -> bool:
+    """Arrays and Python floats are traced; ints, strings, None, callables are static."""
+    return isinstance(leaf, jax.Array | np.ndarray | np.generic | float | complex) and not (
+        isinstance(leaf, bool)
+    )
+
+
+def _split_static(tree: Any) -> tuple[Any, Any]:
+    """``(dynamic, static)`` halves of ``tree`` for `eqx.combine` (see `_is_traced`)."""
+    return eqx.partition(tree, _is_traced)
+
+
+class _Static:
+    """The static half of the arguments as a `jax.jit` static argument.
+
+    Hashed by value where its leaves hash (so equal plate sizes share one compiled
+    program), else by identity (an unhashable object then compiles once per object).
+    """
+
+    def __init__(self, tree: Any):
+        self.tree = tree
+        self.leaves, self.treedef = jax.tree.flatten(tree)
+        try:
+            self._hash = hash((self.treedef, tuple(self.leaves)))
+            self._by_value = True
+        except TypeError:
+            self._hash, self._by_value = hash((self.treedef, tuple(map(id, self.leaves)))), False
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Static) or self.treedef != other.treedef:
+            return False
+        if not (self._by_value and other._by_value):
+            return all(a is b for a, b in zip(self.leaves, other.leaves, strict=True))
+        return all(
+            a is b or (type(a) is type(b) and a == b)
+            for a, b in zip(self.leaves, other.leaves, strict=True)
+        )
 
 
 def expectation(fn: Callable[..., jax.Array]) -> Expectation:

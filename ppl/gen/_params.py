@@ -10,6 +10,9 @@ import jax.numpy as jnp
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
+from numpyro.infer.autoguide import AutoGuide
+
+from ppl.adev._expectation import typed_key
 
 __all__ = ["init_params", "constrain"]
 
@@ -34,6 +37,9 @@ def init_params(key: jax.Array, program: Callable, *args: Any, **kwargs: Any) ->
         where a Python number initialised it (``numpyro.param("loc", 0.0)``), so that
         ``ppl.fit`` trains it.
     """
+    key = typed_key(key, "init_params")
+    if isinstance(program, AutoGuide):
+        _check_continuous(program, key, args, kwargs)
     with handlers.trace() as trace, handlers.seed(rng_seed=key):
         program(*args, **kwargs)
     params = {}
@@ -44,6 +50,33 @@ def init_params(key: jax.Array, program: Callable, *args: Any, **kwargs: Any) ->
         value = _trainable(site["value"])
         params[name] = value if constraint is constraints.real else biject_to(constraint).inv(value)
     return params
+
+
+def _check_continuous(guide: AutoGuide, key: jax.Array, args: tuple, kwargs: dict) -> None:
+    """Name a discrete latent site of an autoguide's model before NumPyro trips on it.
+
+    NumPyro's autoguides cover continuous sites only; for a discrete one NumPyro raises
+    "Continuous inference cannot handle discrete sample site" or, for a site marked
+    for enumeration, asks for funsor. ppl can sum such a site out or draw it from a
+    hand-written guide instead.
+    """
+    with handlers.trace() as trace, handlers.seed(rng_seed=key):
+        guide.model(*args, **kwargs)
+    for name, site in trace.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        if getattr(site["fn"], "support", constraints.real).is_discrete:
+            raise ValueError(
+                f"{type(guide).__name__} covers continuous sites only, but the model has "
+                f"the discrete latent site {name!r} ({type(site['fn']).__name__}). With "
+                f"ppl, either sum it out exactly: mark it in the model with "
+                f'infer={{"enumerate": "parallel"}} (ppl.density then marginalizes it) '
+                f"and build the autoguide on the model without it, "
+                f"{type(guide).__name__}(numpyro.handlers.block(model, hide=[{name!r}])); "
+                f"or write the guide by hand with a site {name!r} whose gradient comes "
+                f"from ppl.enum, ppl.mvd or ppl.reinforce (the default for discrete "
+                f"sites)."
+            )
 
 
 def _trainable(value: Any) -> Any:

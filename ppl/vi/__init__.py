@@ -7,6 +7,8 @@ from ppl.vi._constructs import marginal as marginal
 from ppl.vi._constructs import normalize as normalize
 from ppl.vi._fit import FitResult as FitResult
 from ppl.vi._fit import fit as fit
+from ppl.vi._importance import Importance as Importance
+from ppl.vi._importance import importance as importance
 from ppl.vi._posterior import to_inference_data as to_inference_data
 
 __all__ = [
@@ -18,4 +20,6 @@ __all__ = [
     "to_inference_data",
     "fit",
     "FitResult",
+    "importance",
+    "Importance",
 ]

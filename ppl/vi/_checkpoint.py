@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import tempfile
+import zipfile
 from typing import Any
 
 import jax
@@ -99,14 +100,38 @@ def _restore_leaves(saved: Any, prefix: str, template: Any, paths: list[str], wh
 
 
 def load_checkpoint(path: str, template: Any) -> tuple[jax.Array, Any, np.ndarray]:
-    """Load a checkpoint into the structure of ``template`` (params and opt_state)."""
-    with np.load(path, allow_pickle=False) as saved:
-        saved = dict(saved)
-    version = int(saved.get("format_version", -1))
-    if version != _FORMAT_VERSION:
+    """Load a checkpoint into the structure of ``template`` (params and opt_state).
+
+    Raises:
+        ValueError: naming ``path`` and what to do, for a file that is truncated, not
+            an ``.npz`` archive, or not a checkpoint of this format.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            saved = dict(saved)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        reason = (
+            "NumPy reads it as a pickle, not an .npz archive"
+            if "pickle" in str(error)
+            else f"{type(error).__name__}: {error}"
+        )
         raise ValueError(
-            f"fit: {path} is not a ppl.fit checkpoint of format {_FORMAT_VERSION} "
-            f"(found format {version})."
+            f"fit: {path} is not a readable ppl.fit checkpoint: it is truncated or not a "
+            f"checkpoint ({reason}). fit writes checkpoints atomically, so the file was "
+            f"probably copied incompletely or written by something else. Delete or move "
+            f"it to start afresh, or pass another checkpoint_dir."
+        ) from None
+    version = int(saved["format_version"]) if "format_version" in saved else None
+    missing = [
+        name for name in ("key_data", "key_impl", "history", "params_paths") if name not in saved
+    ]
+    if version != _FORMAT_VERSION or missing:
+        found = "no format_version" if version is None else f"format {version}"
+        raise ValueError(
+            f"fit: {path} is an .npz file but not a ppl.fit checkpoint of format "
+            f"{_FORMAT_VERSION} (it has {found}"
+            + (f" and lacks {', '.join(missing)}" if missing else "")
+            + "). Move it away to start afresh, or pass another checkpoint_dir."
         )
     params_paths = leaf_paths(template.trainable, "params")
     saved_paths = [str(p) for p in saved["params_paths"]]

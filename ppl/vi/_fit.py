@@ -35,6 +35,9 @@ from ppl.vi._checkpoint import (
     remove_stale_temp_files,
     write_checkpoint,
 )
+from ppl.vi._checks import check_finite as _check_finite
+from ppl.vi._checks import check_params_given
+from ppl.vi._importance import Importance, importance, warn_if_unreliable
 
 __all__ = ["FitResult", "fit"]
 
@@ -53,6 +56,8 @@ class FitResult(NamedTuple):
             its gradient was not finite.
         bad_steps_report: a sentence naming the step and the parameter where the
             first non-finite value appeared; the empty string if there was none.
+        importance: with ``fit(..., diagnose=(model, guide))``, the `ppl.Importance`
+            of the fitted guide (its Pareto k-hat, ESS and IWELBO); else None.
     """
 
     params: Any
@@ -61,6 +66,7 @@ class FitResult(NamedTuple):
     num_steps: int
     num_bad_steps: int
     bad_steps_report: str
+    importance: Importance | None = None
 
     def plot(self, path: str | os.PathLike, *, window: int | None = None) -> str | os.PathLike:
         """Save a PNG of the objective against the step, with a running mean.
@@ -179,7 +185,7 @@ def _nan() -> jax.Array:
     return jnp.full((), jnp.nan, jnp.result_type(float))
 
 
-def _step(config, key_steps, state, static_params, objective_args, active=True):
+def _step(config, key_steps, state, static_params, objective_args, kwargs, active=True):
     """One guarded optimizer step; returns the new state and the objective estimate.
 
     A step that is not ``active`` (a traced flag) leaves the state as it is and returns
@@ -191,10 +197,12 @@ def _step(config, key_steps, state, static_params, objective_args, active=True):
     def negated(trainable):
         params = eqx.combine(trainable, static_params)
         if config.num_samples == 1:  # no vmap: a batch axis of one can cost XLA layouts
-            value = config.objective(step_key, params, *objective_args)
+            value = config.objective(step_key, params, *objective_args, **kwargs)
         else:
             keys = jax.random.split(step_key, config.num_samples)
-            values = jax.vmap(lambda key: config.objective(key, params, *objective_args))(keys)
+            values = jax.vmap(lambda key: config.objective(key, params, *objective_args, **kwargs))(
+                keys
+            )
             value = jnp.mean(values)
         return -value, value
 
@@ -238,7 +246,7 @@ def _permutation(key_data, epoch, size):
 
 
 @eqx.filter_jit
-def _run_chunk(config, key, state, num_active, static_params, data, args):
+def _run_chunk(config, key, state, num_active, static_params, data, args, kwargs):
     """Up to ``config.chunk_size`` steps in one ``lax.scan``; the first ``num_active`` run.
 
     The scan always has ``chunk_size`` iterations (inactive ones are skipped by a
@@ -268,7 +276,7 @@ def _run_chunk(config, key, state, num_active, static_params, data, args):
             objective_args = (constrain_batch(data), *args)
         else:
             objective_args = args
-        state, value = _step(config, key_steps, state, static_params, objective_args)
+        state, value = _step(config, key_steps, state, static_params, objective_args, kwargs)
         return (state, perm), value.astype(jnp.result_type(float))
 
     def body(carry, index):
@@ -279,11 +287,11 @@ def _run_chunk(config, key, state, num_active, static_params, data, args):
     return state, values
 
 
-def _one_step(config, key, state, static_params, batch, args):
+def _one_step(config, key, state, static_params, batch, args, kwargs):
     """One step on a batch from an iterator (``data_mode == "iterator"``)."""
     key_steps, _ = jax.random.split(key)
     active = ~state.stopped if config.nan_guard else True
-    state, value = _step(config, key_steps, state, static_params, (batch, *args), active)
+    state, value = _step(config, key_steps, state, static_params, (batch, *args), kwargs, active)
     return state, value.astype(jnp.result_type(float))
 
 
@@ -314,18 +322,22 @@ class _Static:
 def _run_one_fast(static, key, state, arrays, batch):
     """`_one_step` under plain `jax.jit`, whose dispatch costs far less per call than
     `eqx.filter_jit`'s; that matters when every step is a call of its own."""
-    static_params, args = eqx.combine(arrays, jax.tree.unflatten(static.treedef, static.leaves))
-    return _one_step(static.config, key, state, static_params, batch, args)
+    static_params, args, kwargs = eqx.combine(
+        arrays, jax.tree.unflatten(static.treedef, static.leaves)
+    )
+    return _one_step(static.config, key, state, static_params, batch, args, kwargs)
 
 
-def _fast_stepper(config: _Config, static_params: Any, args: tuple) -> Callable | None:
+def _fast_stepper(
+    config: _Config, static_params: Any, args: tuple, kwargs: dict
+) -> Callable | None:
     """A ``step(key, state, batch)`` on the fast path, or None where it does not apply.
 
     Arrays in the static parameters and extra arguments are traced, everything else is
     static, as under `eqx.filter_jit`; the path applies when that static rest hashes.
     A batch that is not all arrays still goes through `_run_one`.
     """
-    arrays, rest = eqx.partition((static_params, args), eqx.is_array)
+    arrays, rest = eqx.partition((static_params, args, kwargs), eqx.is_array)
     try:
         static = _Static(config, rest)
     except TypeError:
@@ -334,7 +346,7 @@ def _fast_stepper(config: _Config, static_params: Any, args: tuple) -> Callable 
     def step(key, state, batch):
         if all(eqx.is_array(leaf) for leaf in jax.tree.leaves(batch)):
             return _run_one_fast(static, key, state, arrays, batch)
-        return _run_one(config, key, state, static_params, batch, args)
+        return _run_one(config, key, state, static_params, batch, args, kwargs)
 
     return step
 
@@ -481,6 +493,9 @@ def fit(
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
     opt_state: Any = None,
+    check_finite: bool = True,
+    diagnose: tuple[Callable, Callable] | None = None,
+    **kwargs: Any,
 ) -> FitResult:
     """Maximize an expected objective over ``params`` with an optax optimizer.
 
@@ -510,7 +525,10 @@ def fit(
             Python numbers, functions) is held fixed, and a Python float outside an
             equinox module gets a warning that names it. With ``resume=True`` it is also
             the structure template for the checkpoint.
-        *args: further arguments for ``objective``, fixed during training.
+        *args: further arguments for ``objective`` (for the library's objectives, the
+            model's and guide's), fixed during training. Arrays and Python floats are
+            traced; every other leaf (an ``int`` plate size, a string, ``None``, a
+            function) is static, as in NumPyro's ``SVI.run``.
         optimizer: an optax gradient transformation (it sees the negated gradient).
         num_steps: the total number of steps (a resumed run continues to it).
         data: ``None``; a pytree of arrays with a common leading (example) axis; or an
@@ -549,16 +567,35 @@ def fit(
             training in another ``fit`` call, for example after changing ``args``
             between epochs; default ``optimizer.init``. A checkpoint found with
             ``resume=True`` takes precedence.
+        check_finite: check once, before compiling, that the floating-point values of
+            array ``data``, ``args`` and ``kwargs`` are finite (an error names the first
+            bad leaf and index). ``False`` skips it, for a model that masks missing
+            values itself.
+        diagnose: ``(model, guide)``: at the end, weigh 1000 draws of the fitted guide
+            by the model with `ppl.importance`, store the result in
+            ``FitResult.importance`` and warn when its Pareto k-hat is above 0.7 (the
+            guide cannot be trusted; Yao et al. 2018). The model and guide get
+            ``args`` and ``kwargs`` (with array ``data``, the whole of it first).
+        **kwargs: keyword arguments for ``objective`` (and so for the model and guide
+            of the library's objectives), fixed during training, as in NumPyro's
+            ``svi.run(key, num_steps, *args, **kwargs)``: ``fit(key, objective,
+            params, optimizer=..., num_steps=..., y=y)``. An argument named like one
+            of fit's own options (``data``, ``num_samples``, ...) goes to fit: pass it
+            positionally instead.
 
     Returns:
         A `FitResult` with the params, optimizer state and per-step history.
 
     Raises:
-        TypeError: if ``objective`` is not callable or ``key`` is not a PRNG key.
-        ValueError: for a non-positive ``num_steps`` (or other count), data leaves of
+        TypeError: if ``objective`` is not callable, ``key`` is not a PRNG key (a NumPy
+            ``Generator``, an int), or ``params`` is a NumPyro ``SVIState``.
+        ValueError: for a non-positive ``num_steps`` (or other count), an empty
+            ``params`` (call ``ppl.init_params``), a NaN or infinity in ``data``,
+            ``args`` or ``kwargs`` (naming the leaf and index), data leaves of
             different lengths, a ``batch_size`` larger than the data, ``resume``
-            without ``checkpoint_dir``, or a checkpoint whose structure differs from
-            ``params`` (naming the path).
+            without ``checkpoint_dir``, a checkpoint file that is truncated or not a
+            checkpoint, or one whose structure differs from ``params`` (naming the
+            path).
         FloatingPointError: after ``max_bad_steps`` consecutive non-finite steps,
             naming the parameter and the step. ``err.last_good`` is the `FitResult`
             of the last good state, which is also checkpointed.
@@ -599,8 +636,16 @@ def fit(
         _check_positive(checkpoint_every=checkpoint_every)
     if resume and checkpoint_dir is None:
         raise ValueError("fit: resume=True needs checkpoint_dir (where to look for it).")
+    if diagnose is not None and not (
+        isinstance(diagnose, tuple) and len(diagnose) == 2 and all(map(callable, diagnose))
+    ):
+        raise TypeError(f"fit: diagnose must be a (model, guide) pair, got {diagnose!r}.")
     key = typed_key(key, "fit")
+    check_params_given(params, "fit")
     data_mode, batch_size, num_batches = _check_data(data, batch_size)
+    if check_finite:
+        arrays = {"data": data} if data_mode in ("full", "minibatch") else {}
+        _check_finite("fit", **arrays, args=args, kwargs=kwargs)
     if mesh is not None:
         _check_mesh(mesh, data_mode, batch_size)
     if data_mode in ("full", "minibatch"):  # on the device once, not once per chunk
@@ -651,7 +696,7 @@ def fit(
         mesh=mesh,
     )
     if mesh is not None:  # replicated on every device (leaves already on the mesh stay)
-        state, static_params, args = replicate(mesh, (state, static_params, args))
+        state, static_params, args, kwargs = replicate(mesh, (state, static_params, args, kwargs))
     every = chunk_size if checkpoint_every is None else checkpoint_every
 
     def save(state, history):
@@ -661,7 +706,7 @@ def fit(
     step = int(state.step)
     chunks = [history]
     batches = _iterate_batches(data) if data_mode == "iterator" else None
-    fast = _fast_stepper(config, static_params, args) if data_mode == "iterator" else None
+    fast = _fast_stepper(config, static_params, args, kwargs) if data_mode == "iterator" else None
     exhausted = False
     with tqdm(
         total=num_steps, initial=min(step, num_steps), unit="step", disable=not progress
@@ -671,11 +716,11 @@ def fit(
             with use_mesh(mesh):  # traced under the mesh: particle objectives see it
                 if data_mode == "iterator":
                     state, values, exhausted = _run_iterator_chunk(
-                        config, key, state, static_params, batches, args, length, fast
+                        config, key, state, static_params, batches, args, kwargs, length, fast
                     )
                 else:
                     state, values = _run_chunk(
-                        config, key, state, jnp.asarray(length), static_params, data, args
+                        config, key, state, jnp.asarray(length), static_params, data, args, kwargs
                     )
             done = int(state.step) - step
             values = np.asarray(values, dtype=np.float64)[:done]
@@ -715,7 +760,26 @@ def fit(
     result = _result(static_params, state, history, paths)
     if result.bad_steps_report:
         warnings.warn(result.bad_steps_report, RuntimeWarning, stacklevel=2)
+    if diagnose is not None:
+        result = _diagnose(key, result, diagnose, data, data_mode, args, kwargs)
     return result
+
+
+def _diagnose(key, result, diagnose, data, data_mode, args, kwargs) -> FitResult:
+    """``result`` with the `importance` of its fitted guide; warns above k-hat 0.7."""
+    if data_mode == "iterator":
+        warnings.warn(
+            "fit: diagnose needs the whole data set, but data is an iterator of batches; "
+            "call ppl.importance(key, model, guide, result.params, data, ...) yourself.",
+            stacklevel=3,
+        )
+        return result
+    model, guide = diagnose
+    args = (data, *args) if data_mode in ("full", "minibatch") else args
+    key_diagnose = jax.random.fold_in(key, np.iinfo(np.int32).max)
+    found = importance(key_diagnose, model, guide, result.params, *args, **kwargs)
+    warn_if_unreliable(found, "fit")
+    return result._replace(importance=found)
 
 
 def _warn_python_floats(params: Any) -> None:
@@ -756,7 +820,9 @@ def _iterate_batches(data: Any) -> Iterator:
             raise ValueError("fit: data is an empty iterable (it yields no batches).")
 
 
-def _run_iterator_chunk(config, key, state, static_params, batches, args, length, fast=None):
+def _run_iterator_chunk(
+    config, key, state, static_params, batches, args, kwargs, length, fast=None
+):
     """Up to ``length`` single jitted steps on batches drawn from ``batches``."""
     values, exhausted = [], False
     for _ in range(length):
@@ -770,7 +836,7 @@ def _run_iterator_chunk(config, key, state, static_params, batches, args, length
         if fast is not None:
             state, value = fast(key, state, batch)
         else:
-            state, value = _run_one(config, key, state, static_params, batch, args)
+            state, value = _run_one(config, key, state, static_params, batch, args, kwargs)
         values.append(value)
     return state, jnp.stack(values) if values else jnp.zeros((0,)), exhausted
 

@@ -17,7 +17,9 @@ import numpy as np
 from numpyro import handlers
 from numpyro.infer import Predictive
 
-from ppl.gen import constrain
+from ppl.adev._expectation import typed_key
+from ppl.gen import constrain, posterior_discrete
+from ppl.vi._checks import check_params_given, check_unconstrained
 
 if TYPE_CHECKING:
     import arviz
@@ -162,6 +164,7 @@ def to_inference_data(
     num_samples: int = 1000,
     observed: Mapping[str, Any] | None = None,
     posterior_predictive: bool = True,
+    importance: bool | int = False,
     **kwargs: Any,
 ) -> arviz.InferenceData:
     """Draws from a fitted guide, as ``arviz.InferenceData`` with plate dims and coords.
@@ -178,6 +181,10 @@ def to_inference_data(
       sites (those with ``obs=...``).
     * ``posterior_predictive``: the model's observed sites redrawn for each posterior
       draw, ``y ~ p(y | z)``, with ``Predictive(uncondition(model), z)``.
+    * ``sample_stats`` (with ``importance``): for each posterior draw its log-weight
+      ``log p(x, z) - log q(z)`` and its Pareto-smoothed normalized log-weight; the
+      Pareto ``k-hat``, the ESS and the IWELBO estimate of ``log p(x)`` (with its
+      standard error) are in the ``attrs`` of ``sample_stats`` and ``posterior``.
 
     A site inside ``numpyro.plate("data", N)`` gets a dimension named ``"data"`` with
     coordinates ``0, ..., N - 1`` (for a subsampling plate: its subsample indices, drawn
@@ -191,13 +198,19 @@ def to_inference_data(
         params: its unconstrained parameters, as ``ppl.init_params`` returns them and
             a fit updates them; a dict, or a pytree with a field per parameter. When
             ``model`` has ``numpyro.param`` sites, their values too.
-        *args: the positional arguments of the guide and the model.
+        *args: the positional arguments of the guide and the model (an ``int``
+            such as a plate size stays a Python int).
         model: the NumPyro model, for plate dims, observed data, deterministic sites
             and the posterior predictive.
         num_samples: the number of posterior draws.
         observed: observed data to store in ``observed_data`` in place of the model's
             observed sites (name -> array).
         posterior_predictive: whether to draw the posterior predictive (needs ``model``).
+        importance: export the importance-resampled posterior of `ppl.importance`
+            instead of the guide's draws: ``num_samples`` draws resampled from ``K``
+            guide draws weighted by ``p(x, z) / q(z)`` (``K = 4 * num_samples`` for
+            ``True``, or the int given), the way an IWAE- or IWHVI-trained guide is
+            meant to be used. Needs ``model``; warns when ``k-hat > 0.7``.
         **kwargs: the keyword arguments of the guide and the model.
 
     Returns:
@@ -205,9 +218,11 @@ def to_inference_data(
         ``observed_data`` and ``posterior_predictive``.
 
     Raises:
-        ValueError: ``num_samples`` is less than 1, or ``params`` lacks a
-            ``numpyro.param`` site of the guide or the model (the message names it).
-        TypeError: ``observed`` is not a mapping.
+        ValueError: ``num_samples`` is less than 1, ``params`` is empty or lacks a
+            ``numpyro.param`` site of the guide or the model (the message names it),
+            holds a constrained value where the shapes tell (``svi.get_params``), or
+            ``importance`` is set without ``model``.
+        TypeError: ``observed`` is not a mapping, or ``key`` is not a PRNG key.
         ImportError: ArviZ is not installed.
 
     Examples:
@@ -235,6 +250,8 @@ def to_inference_data(
         raise TypeError(
             f"observed must be a mapping from site name to data, got {type(observed).__name__}."
         )
+    key = typed_key(key, "to_inference_data")
+    check_params_given(params, "to_inference_data", allow_empty=True)  # named below
     arviz = _import_arviz()
     guide_name = _program_name(guide)
     key_guide_trace, key_model_trace, key_guide, key_deterministic, key_predictive = (
@@ -246,6 +263,7 @@ def to_inference_data(
     # that the model sees the guide's minibatch, as NumPyro's replay does).
     guide_trace = _trace(guide, key_guide_trace, {}, args, kwargs)
     plates = _subsampled_plates(guide_trace)
+    check_unconstrained(guide, params, args, kwargs)
     guide_params = _constrained_params(guide, "guide", guide_trace, params, args, kwargs)
     model_trace = {}
     if model is not None:
@@ -267,6 +285,24 @@ def to_inference_data(
             or guide_trace[name].get("is_observed")
         )
     }
+    sample_stats, stats_attrs = {}, {}
+    if importance:
+        latent, sample_stats, stats_attrs = _importance_posterior(
+            key_guide, model, guide, params, args, kwargs, num_samples, importance
+        )
+    if model is not None:  # the model's summed-out discrete sites, drawn given each z
+        latent.update(
+            posterior_discrete(
+                jax.random.fold_in(key, 1),
+                model,
+                model_trace,
+                latent,
+                params,
+                args,
+                kwargs,
+                num_samples,
+            )
+        )
     posterior = dict(latent)
     predictive, observed_data = {}, {}
     if model is not None:
@@ -305,6 +341,7 @@ def to_inference_data(
             "posterior": (posterior, True),
             "posterior_predictive": (predictive, True),
             "observed_data": (observed_data, False),
+            "sample_stats": (sample_stats, True),
         },
         infos,
         plate_coords,
@@ -312,4 +349,39 @@ def to_inference_data(
     idata = arviz.from_dict(**groups, coords=coords, dims=dims, index_origin=0)
     for group in idata.groups():
         idata[group].attrs.update(inference_library="ppl", guide=guide_name)
+    if stats_attrs:
+        idata.sample_stats.attrs.update(stats_attrs)
+        idata.posterior.attrs.update(stats_attrs)
     return idata
+
+
+def _importance_posterior(key, model, guide, params, args, kwargs, num_samples, proposals):
+    """``(resampled latent draws, sample_stats, attrs)`` for ``importance=...``: the
+    sampling-importance-resampling posterior of `ppl.importance`."""
+    from ppl.vi._importance import importance, warn_if_unreliable
+
+    if model is None:
+        raise ValueError(
+            "to_inference_data: importance=True weighs the guide's draws by the model's "
+            "density: pass model=... too."
+        )
+    if proposals is True:
+        proposals = 4 * num_samples
+    result = importance(
+        key, model, guide, params, *args, num_samples=int(proposals),
+        num_resampled=num_samples, **kwargs,
+    )  # fmt: skip
+    warn_if_unreliable(result, "to_inference_data")
+    chosen = np.asarray(result.resampled_index)
+    sample_stats = {
+        "log_weight": result.log_weights[chosen],
+        "psis_log_weight": result.psis_log_weights[chosen],
+    }
+    attrs = {
+        "pareto_k": result.khat,
+        "ess": result.ess,
+        "num_proposals": int(proposals),
+        "log_evidence": result.log_evidence,
+        "log_evidence_se": result.log_evidence_se,
+    }
+    return result.resampled, sample_stats, attrs

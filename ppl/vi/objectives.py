@@ -38,7 +38,7 @@ __all__ = [
 sg = jax.lax.stop_gradient
 
 
-def log_weights(model, guide, params, *args, num_particles: int = 1, strategies=None):
+def log_weights(model, guide, params, *args, num_particles: int = 1, strategies=None, **kwargs):
     """``log p(x, z_k) - log q(z_k)`` for ``num_particles`` independent draws from the guide.
 
     The helper every particle objective shares; returns an array ``(num_particles,)``.
@@ -48,8 +48,8 @@ def log_weights(model, guide, params, *args, num_particles: int = 1, strategies=
     """
 
     def one():
-        trace = sim(guide, *args, params=params, strategies=strategies)
-        return density(model, trace.choices, *args, params=params) - trace.log_density
+        trace = sim(guide, *args, params=params, strategies=strategies, **kwargs)
+        return density(model, trace.choices, *args, params=params, **kwargs) - trace.log_density
 
     if num_particles == 1:  # no vmap: continuation strategies (enum, mvd) stay usable
         return one()[None]
@@ -69,10 +69,16 @@ def elbo(model, guide, *, num_particles: int = 1, strategies: Mapping | None = N
     """
 
     @expectation
-    def objective(params, *args):
+    def objective(params, *args, **kwargs):
         return jnp.mean(
             log_weights(
-                model, guide, params, *args, num_particles=num_particles, strategies=strategies
+                model,
+                guide,
+                params,
+                *args,
+                num_particles=num_particles,
+                strategies=strategies,
+                **kwargs,
             )
         )
 
@@ -86,10 +92,16 @@ def iwae(model, guide, *, num_particles: int, strategies: Mapping | None = None)
     """
 
     @expectation
-    def objective(params, *args):
+    def objective(params, *args, **kwargs):
         return _log_mean_exp(
             log_weights(
-                model, guide, params, *args, num_particles=num_particles, strategies=strategies
+                model,
+                guide,
+                params,
+                *args,
+                num_particles=num_particles,
+                strategies=strategies,
+                **kwargs,
             )
         )
 
@@ -174,14 +186,15 @@ def _wake(name, scored, model, guide, num_particles, strategies) -> Expectation:
         )
 
     @expectation
-    def objective(params, *args):
+    def objective(params, *args, **kwargs):
         trace = sim(
             normalize(model, guide, particles=num_particles),
             *args,
             params=params,
             strategies=detached,
+            **kwargs,
         )
-        return density(scored, trace.choices, *args, params=params)
+        return density(scored, trace.choices, *args, params=params, **kwargs)
 
     return objective
 
@@ -198,11 +211,11 @@ def vimco(model, guide, *, num_particles: int) -> Expectation:
         raise ValueError("vimco needs num_particles >= 2.")
 
     @expectation
-    def objective(params, *args):
+    def objective(params, *args, **kwargs):
         def one():
-            trace = sim(guide, *args, params=params, strategies=detached)
+            trace = sim(guide, *args, params=params, strategies=detached, **kwargs)
             return density(
-                model, trace.choices, *args, params=params
+                model, trace.choices, *args, params=params, **kwargs
             ) - trace.log_density, trace.log_density
 
         log_w, log_q = constrain_particles(particles(one, num_particles)())
@@ -225,9 +238,15 @@ def renyi(model, guide, *, alpha: float, num_particles: int, strategies=None) ->
         return elbo(model, guide, num_particles=num_particles, strategies=strategies)
 
     @expectation
-    def objective(params, *args):
+    def objective(params, *args, **kwargs):
         log_w = log_weights(
-            model, guide, params, *args, num_particles=num_particles, strategies=strategies
+            model,
+            guide,
+            params,
+            *args,
+            num_particles=num_particles,
+            strategies=strategies,
+            **kwargs,
         )
         return _log_mean_exp((1.0 - alpha) * log_w) / (1.0 - alpha)
 
@@ -243,15 +262,15 @@ def dreg(model, guide, *, num_particles: int) -> Expectation:
     """
 
     @expectation
-    def objective(params, *args):
+    def objective(params, *args, **kwargs):
         def one():
-            trace = sim(guide, *args, params=params, strategies=Reparam())
+            trace = sim(guide, *args, params=params, strategies=Reparam(), **kwargs)
             frozen = sg(params)
-            path = density(model, trace.choices, *args, params=frozen) - density(
-                guide, trace.choices, *args, params=frozen
+            path = density(model, trace.choices, *args, params=frozen, **kwargs) - density(
+                guide, trace.choices, *args, params=frozen, **kwargs
             )
             choices = sg(trace.choices)
-            model_term = density(model, choices, *args, params=params)
+            model_term = density(model, choices, *args, params=params, **kwargs)
             return path, model_term
 
         path, model_term = constrain_particles(particles(one, num_particles)())

@@ -14,9 +14,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import numpyro.distributions as dist
 import optax
 import pytest
+from numpyro.infer.autoguide import AutoNormal
 
 import ppl
 from ppl import FitResult, fit
@@ -573,3 +575,129 @@ def _module_elbo(params, y):
     q = dist.Normal(params.loc, jnp.exp(params.log_scale))
     z = ppl.sample(q, ppl.reparam, name="z")
     return dist.Normal(0.0, 1.0).log_prob(z) + dist.Normal(z, 0.5).log_prob(y).sum() - q.log_prob(z)
+
+
+# ------------------------------------------------- NumPyro's calling conventions, errors
+
+
+def _plate_model(num_groups, sigma, y=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    with numpyro.plate("groups", num_groups):  # an int plate size: must stay static
+        theta = numpyro.sample("theta", dist.Normal(mu, 5.0))
+        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+SIGMA = jnp.array([15.0, 10.0, 16.0, 11.0])
+Y_GROUPS = jnp.array([28.0, 8.0, -3.0, 7.0])
+
+
+def test_an_int_plate_size_and_model_keyword_arguments_pass_through():
+    guide = AutoNormal(_plate_model)
+    params = ppl.init_params(jax.random.key(0), guide, 4, SIGMA, y=Y_GROUPS)
+    objective = ppl.objectives.elbo(_plate_model, guide)
+    options = dict(optimizer=optax.adam(0.05), num_steps=300, progress=False, chunk_size=300)
+    by_position = fit(jax.random.key(1), objective, params, 4, SIGMA, Y_GROUPS, **options)
+    by_keyword = fit(jax.random.key(1), objective, params, 4, SIGMA, y=Y_GROUPS, **options)
+    assert np.isfinite(by_position.history).all()
+    # the same draws: keyword arguments reach the model as positional ones do
+    np.testing.assert_allclose(by_position.history, by_keyword.history, rtol=1e-5)
+    assert by_keyword.params["theta_auto_loc"].shape == (4,)
+    # the estimate calls take the int statically too; it is not differentiated
+    grads = objective.grad_estimate(jax.random.key(2), params, 4, SIGMA, y=Y_GROUPS)
+    assert grads[1] is None and grads[2].shape == (4,)
+    assert np.isfinite(objective.estimate(jax.random.key(2), params, 4, SIGMA, y=Y_GROUPS))
+
+
+def test_a_numpy_generator_as_key_is_named_at_every_entry_point():
+    generator = np.random.default_rng(0)
+    guide = AutoNormal(_plate_model)
+    params = ppl.init_params(jax.random.key(0), guide, 4, SIGMA, Y_GROUPS)
+    objective = ppl.objectives.elbo(_plate_model, guide)
+    calls = {
+        "fit": lambda: fit(generator, objective, params, 4, SIGMA, Y_GROUPS, optimizer=ADAM,
+                           num_steps=1, progress=False),
+        "init_params": lambda: ppl.init_params(generator, guide, 4, SIGMA, Y_GROUPS),
+        "to_inference_data": lambda: ppl.to_inference_data(generator, guide, params, 4, SIGMA,
+                                                           Y_GROUPS),
+        "importance": lambda: ppl.importance(generator, _plate_model, guide, params, 4, SIGMA,
+                                             Y_GROUPS),
+        "Expectation": lambda: objective.estimate(generator, params, 4, SIGMA, Y_GROUPS),
+        "compare": lambda: ppl.compare(None, {"elbo": objective}, generator, params, 4, SIGMA,
+                                       Y_GROUPS, progress=False),
+    }  # fmt: skip
+    for where, call in calls.items():
+        with pytest.raises(TypeError, match=f"{where}.*key must be one PRNG key.*Generator"):
+            call()
+    with pytest.raises(TypeError, match="got 0 .builtins.int"):
+        fit(0, objective, params, 4, SIGMA, Y_GROUPS, optimizer=ADAM, num_steps=1)
+
+
+def test_non_finite_data_and_args_are_named_up_front():
+    guide = AutoNormal(_plate_model)
+    objective = ppl.objectives.elbo(_plate_model, guide)
+    params = ppl.init_params(jax.random.key(0), guide, 4, SIGMA, Y_GROUPS)
+    options = dict(optimizer=ADAM, num_steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"args\[2\] holds a non-finite value \(nan\) at index 3"):
+        fit(jax.random.key(0), objective, params, 4, SIGMA, Y_GROUPS.at[3].set(jnp.nan), **options)
+    with pytest.raises(ValueError, match=r"kwargs\['y'\] holds a non-finite value \(inf\)"):
+        fit(
+            jax.random.key(0), objective, params, 4, SIGMA, y=Y_GROUPS.at[0].set(jnp.inf), **options
+        )
+    data = {"x": np.ones((5, 2)), "y": np.ones(5)}
+    data["x"][2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"data\['x'\] holds .* at index \(2, 1\)"):
+        fit(jax.random.key(0), conjugate_elbo, PARAMS, data=data, **options)
+    # the escape hatch, for a model that masks missing values itself
+    with pytest.warns(RuntimeWarning, match="1 of 1 steps were skipped"):
+        fit(jax.random.key(0), conjugate_elbo, PARAMS, Y.at[0].set(jnp.nan),
+            check_finite=False, **options)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "EOFError"),
+        (b"not a checkpoint", "not a readable ppl.fit checkpoint"),
+        (b"PK\x03\x04 truncated", "BadZipFile"),
+        ("npz", "an .npz file but not a ppl.fit checkpoint"),
+        ("truncated", "truncated or not a checkpoint"),
+    ],
+)
+def test_unreadable_checkpoints_are_named(tmp_path, content, match):
+    path = tmp_path / "checkpoint.npz"
+    if content == "npz":
+        np.savez(path, weights=np.ones(3))
+    elif content == "truncated":
+        _fit_conjugate(jax.random.key(0), num_steps=2, checkpoint_dir=tmp_path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=match) as error:
+        _fit_conjugate(jax.random.key(0), num_steps=2, checkpoint_dir=tmp_path, resume=True)
+    assert str(path) in str(error.value) and "another checkpoint_dir" in str(error.value)
+
+
+def test_empty_params_and_an_svi_state_say_what_to_pass():
+    objective = ppl.objectives.elbo(_plate_model, AutoNormal(_plate_model))
+    with pytest.raises(ValueError, match=r"params is empty\. Call ppl\.init_params"):
+        fit(jax.random.key(0), objective, {}, 4, SIGMA, Y_GROUPS, optimizer=ADAM, num_steps=1)
+    svi_state = numpyro.infer.svi.SVIState(None, None, None)
+    with pytest.raises(TypeError, match=r"SVIState.*svi\.optim\.get_params"):
+        fit(jax.random.key(0), objective, svi_state, 4, SIGMA, Y_GROUPS, optimizer=ADAM,
+            num_steps=1)  # fmt: skip
+
+
+def test_a_discrete_site_under_an_autoguide_says_what_ppl_offers():
+    def model(y):
+        c = numpyro.sample("c", dist.Bernoulli(0.5))
+        numpyro.sample("y", dist.Normal(c, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match=r"discrete latent site 'c' .*enumerate.*ppl\.enum"):
+        ppl.init_params(jax.random.key(0), AutoNormal(model), 1.0)
+
+
+def test_import_ppl_objectives():
+    import importlib
+
+    module = importlib.import_module("ppl.objectives")
+    assert module is ppl.objectives and module.iwae is ppl.vi.objectives.iwae

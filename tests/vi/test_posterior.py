@@ -215,3 +215,29 @@ def test_autoguide_without_params_names_them():
 def test_num_samples_must_be_positive(params, num_samples):
     with pytest.raises(ValueError, match="num_samples"):
         ppl.to_inference_data(jax.random.key(1), guide, params, GROUP, Y, num_samples=num_samples)
+
+
+def test_an_int_plate_size_and_keyword_arguments_pass_through():
+    def plated(num_groups, scale, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        with numpyro.plate("groups", num_groups):  # a Python int, as NumPyro users write
+            numpyro.sample("y", dist.Normal(mu, scale), obs=y)
+
+    guide = AutoNormal(plated)
+    y = jnp.array([1.0, 2.0, 3.0, 4.0])
+    params = ppl.init_params(jax.random.key(0), guide, 4, 1.0, y=y)
+    idata = ppl.to_inference_data(
+        jax.random.key(1), guide, params, 4, 1.0, y=y, model=plated, num_samples=20
+    )
+    assert idata.posterior["mu"].shape == (1, 20)
+    assert idata.posterior_predictive["y"].dims == ("chain", "draw", "groups")
+    assert idata.observed_data["y"].shape == (4,)
+
+
+def test_a_numpy_generator_as_key_and_an_empty_params_are_named():
+    guide = AutoNormal(model)
+    params = init_params(jax.random.key(0), guide, GROUP, Y)
+    with pytest.raises(TypeError, match=r"to_inference_data: the key must be one PRNG key"):
+        ppl.to_inference_data(np.random.default_rng(0), guide, params, GROUP, Y)
+    with pytest.raises(ValueError, match=r"missing from params .*call ppl\.init_params"):
+        ppl.to_inference_data(jax.random.key(0), AutoNormal(model), {}, GROUP, Y)
