@@ -31,6 +31,7 @@ from ppl.adev import score as score
 from ppl.gen import Trace as Trace
 from ppl.gen import constrain as constrain
 from ppl.gen import density as density
+from ppl.gen import infer_discrete as infer_discrete
 from ppl.gen import init_params as init_params
 from ppl.gen import sim as sim
 from ppl.vi import FitResult as FitResult
@@ -75,6 +76,7 @@ __all__ = [
     "Trace",
     "sim",
     "density",
+    "infer_discrete",
     "init_params",
     "constrain",
     "Marginal",
