@@ -13,6 +13,8 @@ import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
+
 from ppl.adev import (
     Enum,
     Expectation,
@@ -185,8 +187,58 @@ def _strategy_map(label: str, mapping: Mapping) -> dict:
     return out
 
 
-def _resolve_variants(objective: Any, variants: Mapping) -> dict[str, Expectation]:
-    """label -> Expectation, building strategy maps with the factory."""
+class _TrackedStrategies(dict):
+    """A strategy map that records which site names the objective looks up."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.looked_up: set = set()
+
+    def __getitem__(self, name):
+        self.looked_up.add(name)
+        return super().__getitem__(name)
+
+    def get(self, name, default=None):
+        self.looked_up.add(name)
+        return super().get(name, default)
+
+    def __contains__(self, name) -> bool:
+        self.looked_up.add(name)
+        return super().__contains__(name)
+
+
+def _check_variant_sites(expectations: Mapping, trackers: Mapping, key: Any, args: tuple) -> None:
+    """Trace every variant once, up front: a strategy map naming a site that its
+    objective never looks up (a typo, a site of another program) is an error naming it.
+
+    Only maps that the objective consulted by name are judged (an objective that
+    copies the map, or uses one strategy for every site, is left alone); errors at
+    trace time get the variant's label.
+    """
+    for label, expectation in expectations.items():
+        if not isinstance(expectation, Expectation):
+            continue
+        _labelled(label, jax.eval_shape, lambda k, e=expectation: e(k, *args), key)
+        strategies = trackers.get(label)
+        if not isinstance(strategies, _TrackedStrategies) or not strategies.looked_up:
+            continue
+        unused = sorted(set(strategies) - strategies.looked_up)
+        if unused:
+            looked = sorted(strategies.looked_up & set(strategies))
+            raise ValueError(
+                f"variant '{label}': strategies name {unused}, which the objective never "
+                f"looks up: no sample site of its programs has "
+                f"{'that name' if len(unused) == 1 else 'those names'}"
+                + (f" (the sites it did look up: {looked})" if looked else "")
+                + ". Check the spelling, or leave them out."
+            )
+
+
+def _resolve_variants(
+    objective: Any, variants: Mapping, trackers: dict | None = None
+) -> dict[str, Expectation]:
+    """label -> Expectation, building strategy maps with the factory (each map, which
+    records the sites looked up, goes in ``trackers[label]``)."""
     if not isinstance(variants, Mapping):
         raise TypeError(
             f"variants must be a mapping from labels to strategy maps or Expectations, "
@@ -226,7 +278,7 @@ def _resolve_variants(objective: Any, variants: Mapping) -> dict[str, Expectatio
                 f"for example lambda strategies: ppl.objectives.elbo(model, guide, "
                 f"strategies=strategies)."
             )
-        strategies = _strategy_map(label, variant)
+        strategies = _TrackedStrategies(_strategy_map(label, variant))
         built = _labelled(label, factory, strategies)
         if not isinstance(built, Expectation):
             raise TypeError(
@@ -234,6 +286,8 @@ def _resolve_variants(objective: Any, variants: Mapping) -> dict[str, Expectatio
                 f"{type(built).__name__}, not a ppl.Expectation (decorate the objective "
                 f"with @ppl.expectation, or use an objective from ppl.objectives)."
             )
+        if trackers is not None:
+            trackers[label] = strategies
         out[label] = built
     return out
 

@@ -19,6 +19,9 @@ __all__ = ["Comparison", "VariantResult", "TrainingRun"]
 
 _FORMAT = "ppl.compare/1"
 _TAIL = 2.0 * (1.0 - statistics.NormalDist().cdf(4.0))  # P(|Z| > 4), about 6.3e-5
+_MARKERS = ("o", "s", "D", "^", "P", "h", "*", "X")  # one shape per variant
+_CURVE_POINTS = 200  # points of a training curve in a summary JSON
+_MAX_GRADIENT_COORDINATES = 1000  # per-coordinate gradients in a summary JSON up to this
 
 
 @dataclasses.dataclass
@@ -33,15 +36,36 @@ class TrainingRun:
         evaluations: with ``compare(train_metrics=...)``, ``"step"`` and ``"seconds"``
             (training time, evaluations excluded) of each evaluation, from step 0,
             and one array per metric; empty otherwise.
+        steps: None when ``history`` has every step; for a run read back from a
+            summary JSON (`Comparison.to_json` without ``samples=True``), the step
+            (from 1) of each entry of ``history``, which then holds the running mean.
     """
 
     history: np.ndarray
     seconds: np.ndarray
     evaluations: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    steps: np.ndarray | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return (
+            int(self.steps[-1]) if self.steps is not None and self.steps.size else self.history.size
+        )
 
     @property
     def seconds_per_step(self) -> float:
-        return float(self.seconds[-1] / self.seconds.size) if self.seconds.size else math.nan
+        return float(self.seconds[-1] / self.num_steps) if self.seconds.size else math.nan
+
+    def summary(self, window: int | None = None, points: int = _CURVE_POINTS) -> TrainingRun:
+        """The run as at most ``points`` entries of its running mean (window: a tenth
+        of the run, as `Comparison.plot_training` draws it), with their steps."""
+        if self.steps is not None:
+            return self
+        size = self.history.size
+        window = max(1, size // 10) if window is None else window
+        index = np.unique(np.linspace(0, size - 1, min(points, size)).round().astype(int))
+        smooth = _running_mean(self.history, window)[index] if size else self.history
+        return TrainingRun(smooth, self.seconds[index], self.evaluations, index + 1)
 
 
 @dataclasses.dataclass
@@ -205,26 +229,38 @@ class Comparison:
 
     # ------------------------------------------------------------------ JSON
 
-    def to_dict(self) -> dict:
-        """A JSON-ready dict (non-finite numbers as ``null``, ``"inf"``, ``"-inf"``)."""
+    def to_dict(self, samples: bool = False) -> dict:
+        """A JSON-ready dict (non-finite numbers as ``null``, ``"inf"``, ``"-inf"``).
+
+        Args:
+            samples: also keep what grows with the run and the model: every step's
+                objective estimate and time of a training run (by default, at most
+                200 points of its running mean), and the mean and reference
+                gradients of every coordinate when there are more than
+                1,000 of them (by default, only their norms and per-leaf variances).
+        """
+        keep_gradients = samples or self.num_coordinates <= _MAX_GRADIENT_COORDINATES
         variants = []
         for r in self.results.values():
             item = {f: _encode(getattr(r, f)) for f in _SCALARS}
             item["label"] = r.label
             item["time_quartiles"] = _encode(list(r.time_quartiles))
-            item["mean_gradient"] = {
-                p: _encode(np.asarray(v).tolist()) for p, v in r.mean_gradient.items()
-            }
+            if keep_gradients:
+                item["mean_gradient"] = {
+                    p: _encode(np.asarray(v).tolist()) for p, v in r.mean_gradient.items()
+                }
             item["parameter_variances"] = _encode(dict(r.parameter_variances))
             if r.training is not None:
+                run = r.training if samples else r.training.summary()
                 item["training"] = {
-                    "history": _encode(r.training.history.tolist()),
-                    "seconds": _encode(r.training.seconds.tolist()),
+                    "history": _encode(run.history.tolist()),
+                    "seconds": _encode(run.seconds.tolist()),
                     "evaluations": {
-                        k: _encode(np.asarray(v).tolist())
-                        for k, v in r.training.evaluations.items()
+                        k: _encode(np.asarray(v).tolist()) for k, v in run.evaluations.items()
                     },
                 }
+                if run.steps is not None:
+                    item["training"]["steps"] = run.steps.tolist()
             variants.append(item)
         return {
             "format": _FORMAT,
@@ -237,15 +273,17 @@ class Comparison:
                 "description": self.reference,
                 "gradient": {
                     p: _encode(np.asarray(v).tolist()) for p, v in self.reference_gradient.items()
-                },
+                }
+                if keep_gradients
+                else {},
             },
             "bias_threshold": self.bias_threshold,
             "variants": variants,
         }
 
-    def to_json(self, indent: int | None = 2) -> str:
+    def to_json(self, indent: int | None = 2, samples: bool = False) -> str:
         """The comparison as JSON text (see `to_dict`); `from_json` reads it back."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        return json.dumps(self.to_dict(samples), indent=indent, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> Comparison:
@@ -270,11 +308,15 @@ class Comparison:
                         k: np.asarray(_decode(v), np.float64)
                         for k, v in item["training"].get("evaluations", {}).items()
                     },
+                    None
+                    if "steps" not in item["training"]
+                    else np.asarray(item["training"]["steps"], np.int64),
                 )
             results[item["label"]] = VariantResult(
                 label=item["label"],
                 mean_gradient={
-                    p: np.asarray(_decode(v), np.float64) for p, v in item["mean_gradient"].items()
+                    p: np.asarray(_decode(v), np.float64)
+                    for p, v in item.get("mean_gradient", {}).items()
                 },
                 parameter_variances={
                     p: float(_decode(v)) for p, v in item["parameter_variances"].items()
@@ -297,9 +339,12 @@ class Comparison:
             bias_threshold=float(data["bias_threshold"]),
         )
 
-    def save(self, directory: str | os.PathLike) -> dict[str, str]:
+    def save(self, directory: str | os.PathLike, samples: bool = False) -> dict[str, str]:
         """Write ``comparison.json``, ``comparison.txt`` (the table), ``variance.png``
         and, after training, ``training.png`` into ``directory`` (created if needed).
+
+        ``comparison.json`` holds the summaries (see `to_dict`); ``samples=True`` adds
+        every training step and every gradient coordinate.
 
         Returns:
             file kind (``"json"``, ``"table"``, ``"plot"``, ``"training_plot"``) -> path.
@@ -312,7 +357,7 @@ class Comparison:
             "plot": os.path.join(directory, "variance.png"),
         }
         with open(paths["json"], "w", encoding="utf-8") as file:
-            file.write(self.to_json() + "\n")
+            file.write(self.to_json(samples=samples) + "\n")
         with open(paths["table"], "w", encoding="utf-8") as file:
             file.write(str(self) + "\n")
         self.plot(paths["plot"])
@@ -334,43 +379,51 @@ class Comparison:
 
         One point per variant, with the variance's standard error (batch means) and the
         interquartile range of the timings as error bars. Zero-variance variants sit
-        on the bottom edge, marked with a downward triangle. The dotted line has the
-        best variant's work-normalized variance (variance × time): points on it are as
-        good per unit of compute, points above it worse.
+        on the bottom edge, marked with a downward triangle. A variant flagged biased is
+        drawn hollow with a red cross and "(biased)" after its label. The dotted line
+        has the best work-normalized variance (variance × time) among the unbiased
+        variants: points on it are as good per unit of compute, points above it worse.
+        The labels are in a legend beside the axes, where they cannot overlap the
+        points or each other.
         """
+        figure = self._variance_figure()
+        figure.savefig(path, format="png", dpi=120)
+        return path
+
+    def _variance_figure(self):
         figure, axes = _figure(1)
         axes = axes[0]
+        figure.set_size_inches(9.0, 4.5)
         results = list(self.results.values())
         positive = [r.total_variance for r in results if r.total_variance > 0]
         floor = min(positive) / 10 if positive else 1e-12
         for i, r in enumerate(results):
             x = r.time_per_gradient
             xerr = [[max(x - r.time_quartiles[0], 0.0)], [max(r.time_quartiles[1] - x, 0.0)]]
+            label = r.label + (" (biased)" if r.biased else "")
             if r.total_variance > 0:
                 y = r.total_variance
                 se = 0.0 if math.isnan(r.total_variance_se) else r.total_variance_se
                 yerr = [[min(se, 0.9 * y)], [se]]
-                axes.errorbar(
-                    x, y, yerr=yerr, xerr=xerr, fmt="o", color=f"C{i}", capsize=3, label=r.label
-                )
+                marker = _MARKERS[i % len(_MARKERS)]
             else:
-                y = floor
-                axes.errorbar(
-                    x,
-                    y,
-                    xerr=xerr,
-                    fmt="v",
-                    color=f"C{i}",
-                    capsize=3,
-                    label=f"{r.label} (zero variance)",
-                )
-            text = r.label + (" (biased)" if r.biased else "")
-            axes.annotate(text, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
-        work = [r.work_normalized_variance for r in results if r.work_normalized_variance > 0]
-        if work:
+                y, yerr, marker = floor, None, "v"
+                label += " (zero variance)"
+            color = f"C{i}"
+            axes.errorbar(
+                x, y, yerr=yerr, xerr=xerr, fmt=marker, color=color, capsize=3, label=label,
+                markerfacecolor="none" if r.biased else color, markersize=7,
+            )  # fmt: skip
+            if r.biased:
+                axes.plot(x, y, "x", color="red", markersize=9, mew=2)
+        best = _equal_cost_anchor(results)
+        if best is not None:
             times = np.array([r.time_per_gradient for r in results])
             xs = np.geomspace(times.min() / 2, times.max() * 2, 50)
-            axes.plot(xs, min(work) / xs, ":", color="grey", lw=1, label="equal variance × time")
+            axes.plot(
+                xs, best.work_normalized_variance / xs, ":", color="grey", lw=1,
+                label=f"equal variance × time as {best.label}",
+            )  # fmt: skip
         axes.set_xscale("log")
         axes.set_yscale("log")
         axes.set(
@@ -378,9 +431,8 @@ class Comparison:
             ylabel="total gradient variance (trace of covariance)",
             title=f"Gradient estimators ({self.num_samples} samples each)",
         )
-        axes.legend(fontsize=8, loc="best")
-        figure.savefig(path, format="png", dpi=120)
-        return path
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        return figure
 
     def plot_training(
         self, path: str | os.PathLike, *, window: int | None = None
@@ -405,10 +457,13 @@ class Comparison:
         figure, (by_time, by_step, *panels) = _figure(2 + len(metrics))
         for i, r in enumerate(trained):
             history = r.training.history
-            size = max(1, history.size // 10) if window is None else window
-            smooth = _running_mean(history, size)
+            if r.training.steps is None:
+                size = max(1, history.size // 10) if window is None else window
+                smooth, steps = _running_mean(history, size), np.arange(1, history.size + 1)
+            else:  # read back from a summary: already the running mean
+                smooth, steps = history, r.training.steps
             by_time.plot(r.training.seconds, smooth, color=f"C{i}", label=r.label)
-            by_step.plot(np.arange(1, history.size + 1), smooth, color=f"C{i}", label=r.label)
+            by_step.plot(steps, smooth, color=f"C{i}", label=r.label)
             evaluations = r.training.evaluations
             for panel, name in zip(panels, metrics):
                 if name in evaluations:
@@ -440,6 +495,13 @@ _SCALARS = (
     "work_normalized_variance",
     "peak_memory_bytes",
 )
+
+
+def _equal_cost_anchor(results: list[VariantResult]) -> VariantResult | None:
+    """The unbiased variant with the least positive variance × time (None if none): a
+    biased variant's low variance is no achievement, so it never sets the line."""
+    unbiased = [r for r in results if r.work_normalized_variance > 0 and not r.biased]
+    return min(unbiased, key=lambda r: r.work_normalized_variance) if unbiased else None
 
 
 def _encode(value: Any) -> Any:

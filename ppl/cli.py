@@ -21,8 +21,9 @@ def _quickstart(args: argparse.Namespace) -> int:
 COMPARE_HELP = """\
 Compare gradient estimators of one objective: value, gradient variance, signal-to-noise
 ratio, bias against a reference, time per gradient, work-normalized variance and
-memory. Prints the table and writes comparison.json, comparison.txt and variance.png
-(and training.png with --train) into --out.
+memory. Prints the table and writes comparison.json (summaries; --raw adds every
+training step and gradient coordinate), comparison.txt and variance.png (and
+training.png with --train) into --out.
 
 MODULE:ATTRIBUTE names a ppl.compare.Problem, or a function of no arguments returning
 one, in an importable module (put its folder on PYTHONPATH):
@@ -79,7 +80,7 @@ def _compare(args: argparse.Namespace) -> int:
             train=args.train,
             progress=not args.quiet,
         )
-        paths = result.save(args.out)
+        paths = result.save(args.out, samples=args.raw)
     except (ValueError, TypeError, ImportError, OSError, SyntaxError, KeyError) as err:
         if args.debug:
             raise
@@ -231,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="samples of a high-sample reference (default: 10 x --samples)",
     )
     comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument(
+        "--raw",
+        action="store_true",
+        help="keep every training step and gradient coordinate in comparison.json "
+        "(default: summaries)",
+    )
     comp.add_argument("--quiet", action="store_true", help="no progress bars")
     comp.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
     comp.set_defaults(run=_compare)

@@ -70,6 +70,7 @@ __all__ = [
 from ppl._compare_inputs import (  # noqa: F401 (_as_problem is used by ppl.cli)
     Problem,
     _as_problem,
+    _check_variant_sites,
     _labelled,
     _resolve_variants,
     from_objective,
@@ -413,7 +414,8 @@ def compare(
         >>> bool(result.results["mvd"].biased)
         False
     """
-    expectations = _resolve_variants(objective, variants)
+    trackers: dict = {}
+    expectations = _resolve_variants(objective, variants, trackers)
     for name, value in (("num_samples", num_samples), ("timing_calls", timing_calls)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 2:
             raise ValueError(f"compare: {name} must be an integer >= 2, got {value!r}.")
@@ -434,6 +436,7 @@ def compare(
                 f"compare: reference={reference_label!r} is not a variant (variants: {labels})."
             )
     setup = _Setup(args)
+    _check_variant_sites(expectations, trackers, typed_key(key, "compare"), args)
     given = None if reference_label is not None else _flat_reference(reference, setup)
     key_samples, key_reference, key_timing, key_train = jax.random.split(
         typed_key(key, "compare"), 4

@@ -248,11 +248,20 @@ def test_training_and_high_sample_reference(trained, tmp_path):
         assert not r.biased
     trained.plot_training(tmp_path / "t.png")
     assert (tmp_path / "t.png").read_bytes()[:8] == PNG
-    again = Comparison.from_json(trained.to_json())
+    again = Comparison.from_json(trained.to_json(samples=True))
     np.testing.assert_array_equal(
         again.results["mvd"].training.history, trained.results["mvd"].training.history
     )
     assert "training_plot" in trained.save(tmp_path / "out")
+    # by default the JSON holds the running mean the plot draws, at its steps
+    summary = Comparison.load(tmp_path / "out").results["mvd"].training
+    assert summary.steps.tolist() == list(range(1, 41)) and summary.num_steps == 40
+    assert summary.seconds_per_step == pytest.approx(
+        trained.results["mvd"].training.seconds_per_step
+    )
+    summary_twice = Comparison.from_json(Comparison.load(tmp_path / "out").to_json())
+    np.testing.assert_array_equal(summary_twice.results["mvd"].training.history, summary.history)
+    Comparison.load(tmp_path / "out").plot_training(tmp_path / "again.png")
 
 
 def test_few_samples_over_many_coordinates_do_not_flag_an_unbiased_estimator():
@@ -523,3 +532,62 @@ def test_problem_and_from_objective():
     objective = problem.objective({"b": ppl.reinforce})
     assert isinstance(objective, ppl.Expectation)
     assert objective.estimate(jax.random.key(0), *problem.args).shape == ()
+
+
+# ------------------------------------------------------------ details of the outputs
+
+
+def test_a_variant_naming_a_site_the_objective_never_looks_up_is_an_error():
+    def direct(strategies):  # looks strategies up by name, not through ppl.sim
+        @ppl.expectation
+        def objective(params):
+            b = ppl.sample(dist.Bernoulli(logits=params["logit"]), strategies["b"])
+            return (b - 0.3) ** 2
+
+        return objective
+
+    variants = {"enum": {"b": ppl.enum}, "typo": {"b": ppl.mvd, "bb": ppl.enum}}
+    with pytest.raises(ValueError, match=r"variant 'typo': strategies name \['bb'\]"):
+        ppl.compare(direct, variants, jax.random.key(0), {"logit": jnp.asarray(0.5)},
+                    num_samples=20, progress=False)  # fmt: skip
+
+
+def test_a_biased_variant_never_anchors_the_equal_cost_line_and_labels_sit_in_a_legend(
+    comparison,
+):
+    import dataclasses
+
+    from ppl._comparison import _equal_cost_anchor
+
+    # make the biased variant the cheapest: it must still not set the line
+    results = dict(comparison.results)
+    results["relaxed"] = dataclasses.replace(results["relaxed"], work_normalized_variance=1e-12)
+    cheap = dataclasses.replace(comparison, results=results)
+    anchor = _equal_cost_anchor(list(results.values()))
+    assert anchor.label != "relaxed" and not anchor.biased
+    figure = cheap._variance_figure()
+    axes = figure.axes[0]
+    assert not axes.texts  # no labels next to the points, where they could overlap
+    labels = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert "relaxed (biased)" in labels
+    assert f"equal variance × time as {anchor.label}" in labels
+    assert "enum (zero variance)" in labels
+
+
+def test_the_json_holds_summaries_unless_samples_are_asked_for(trained):
+    import dataclasses
+
+    from ppl.compare import TrainingRun
+
+    rng = np.random.default_rng(0)
+    long_run = TrainingRun(rng.normal(size=20_000), np.cumsum(np.full(20_000, 1e-3)))
+    results = {
+        label: dataclasses.replace(r, training=long_run) for label, r in trained.results.items()
+    }
+    big = dataclasses.replace(trained, results=results)
+    summary, raw = big.to_json(), big.to_json(samples=True)
+    assert len(summary) < 40_000 < len(raw)
+    loaded = Comparison.from_json(summary).results["mvd"].training
+    assert loaded.history.size == 200 and loaded.steps[-1] == 20_000
+    assert loaded.seconds_per_step == pytest.approx(1e-3)
+    np.testing.assert_allclose(loaded.history[-1], long_run.history[-2000:].mean())
