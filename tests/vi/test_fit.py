@@ -695,6 +695,15 @@ def test_a_discrete_site_under_an_autoguide_says_what_ppl_offers():
     with pytest.raises(ValueError, match=r"discrete latent site 'c' .*enumerate.*ppl\.enum"):
         ppl.init_params(jax.random.key(0), AutoNormal(model), 1.0)
 
+    def marked(y):  # the first way out the message offers: sum c out
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        c = numpyro.sample("c", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+        numpyro.sample("y", dist.Normal(mu + c, 1.0), obs=y)
+
+    guide = AutoNormal(numpyro.handlers.block(marked, hide=["c"]))
+    params = ppl.init_params(jax.random.key(0), guide, 1.0)
+    assert np.isfinite(ppl.objectives.elbo(marked, guide).estimate(jax.random.key(1), params, 1.0))
+
 
 def test_import_ppl_objectives():
     import importlib
