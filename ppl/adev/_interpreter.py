@@ -184,21 +184,26 @@ def run(
     key: jax.Array,
     kont: Kont | None,
     primal: bool = False,
+    force: _Force | None = None,
+    tape: dict | None = None,
 ) -> Any:
     """Evaluate ``jaxpr`` under ADEV.
 
     With ``kont=None`` (local mode, used inside loops and for sub-programs without
     continuation sites) returns ``(outputs, acc)``. Otherwise returns the final
     surrogate ``kont(outputs, acc, None, primal)``. With ``primal=True`` every site
-    draws a plain sample and only the value (``acc.cost`` and the outputs) is meaningful.
+    draws a plain sample and only the value (``acc.cost`` and the outputs) is meaningful;
+    ``force`` then replaces one lane of one site's draw (the suffix runs of a loop). In
+    local mode, ``tape`` (a dict) lets continuation sites draw plainly, recording their
+    operands by equation index (the forward pass of a loop).
     """
     env: dict = {}
     _write(env, jaxpr.constvars, consts)
     _write(env, jaxpr.invars, args)
-    return _run_from(jaxpr, 0, env, acc, key, kont, None, primal)
+    return _run_from(jaxpr, 0, env, acc, key, kont, None, primal, force, tape)
 
 
-def _run_from(jaxpr, start, env, acc, key, kont, salt=None, primal=False):
+def _run_from(jaxpr, start, env, acc, key, kont, salt=None, primal=False, force=None, tape=None):
     if salt is not None:
         key = jax.random.fold_in(key, salt)
     eqns = jaxpr.eqns
@@ -211,22 +216,30 @@ def _run_from(jaxpr, start, env, acc, key, kont, salt=None, primal=False):
         if prim is sample_p:
             if primal:
                 key_i = jax.random.fold_in(key, i) if shared else key
-                _write(env, eqn.outvars, [_primal_site(eqn, invals, key_i)])
+                value = _primal_site(eqn, invals, key_i)
+                if force is not None and force.index == i:
+                    value = force.apply(value, eqn)
+                _write(env, eqn.outvars, [value])
                 continue
             strategy, distribution = _site_objects(eqn, invals)
             site = eqn.params["site"]
             if strategy.needs_continuation:
+                key_i = jax.random.fold_in(key, i) if shared else key
                 if kont is None:
-                    raise _loop_error((site, type(strategy).__name__))
-                if eqn.params["batch_ndims"]:
-                    raise _batched_error(site, strategy)
+                    if tape is None:
+                        raise _loop_error((site, type(strategy).__name__))
+                    # the forward pass of a loop: a plain draw, its operands recorded
+                    tape[i] = invals[eqn.params["num_lanes"] :]
+                    _write(env, eqn.outvars, [_primal_site(eqn, invals, key_i)])
+                    continue
 
                 def site_kont(x, salt=None, primal=False, i=i, eqn=eqn, key=key):
                     env2 = dict(env)
                     _write(env2, eqn.outvars, [_cast(x, eqn)])
                     return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, kont, salt, primal)
 
-                key_i = jax.random.fold_in(key, i) if shared else key
+                if eqn.params["batch_ndims"]:
+                    return finalize(acc, _batched_site(eqn, invals, key_i, site_kont))
                 return finalize(acc, strategy.estimate(key_i, distribution, site_kont))
             key_i = jax.random.fold_in(key, i) if shared else key
             value, acc = _local_site(eqn, invals, acc, key_i)
@@ -243,7 +256,7 @@ def _run_from(jaxpr, start, env, acc, key, kont, salt=None, primal=False):
                 cont is not None
                 and kont is not None
                 and not primal
-                and (prim.name in _INLINE or prim.name == "cond")
+                and (prim.name in _INLINE or prim.name in ("cond", "scan"))
             ):
 
                 def rest(outs, acc2, salt=None, primal=False, i=i, eqn=eqn, key=key):
@@ -327,6 +340,93 @@ def _local_site(eqn, invals, acc: Acc, key):
     return value, acc
 
 
+# ------------------------------------------------------- continuation sites in lanes
+
+
+def _lane_shape(eqn) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
+    """(batch shape, number of lanes, shape of one lane's value) of a site."""
+    p = eqn.params
+    batch = tuple(p["shape"][: p["batch_ndims"]])
+    return batch, math.prod(batch), tuple(p["shape"][p["batch_ndims"] :])
+
+
+class _Force(NamedTuple):
+    """In a primal run: set lane ``lane`` of the draw at equation ``index`` to ``value``
+    where ``active`` (a traced bool) holds."""
+
+    index: int
+    lane: jax.Array
+    value: jax.Array
+    active: jax.Array
+
+    def apply(self, drawn: jax.Array, eqn) -> jax.Array:
+        _, lanes, lane_shape = _lane_shape(eqn)
+        flat = drawn.reshape(lanes, *lane_shape)
+        replaced = flat.at[self.lane].set(self.value.astype(drawn.dtype)).reshape(drawn.shape)
+        return jnp.where(self.active, replaced, drawn)
+
+
+def _lane_terms(eqn, leaves: list, keys: jax.Array, lane_kont: Callable) -> jax.Array:
+    """``Σ_l (s_l - sg(s_l))``: the derivative of every lane's estimator, value 0.
+
+    ``leaves`` are the site's distribution and strategy leaves with one leading axis of
+    lanes, ``keys`` one key per lane, and ``lane_kont(l, v, salt)`` the value of the rest
+    of the program with lane ``l`` of the site set to ``v`` (every other lane and every
+    earlier choice keeping its sampled value). Each lane's strategy runs its own
+    ``estimate`` on its own distribution, with a continuation that returns values only
+    (``sg``), so the surrogate it returns carries exactly the derivative that reaches
+    the expectation through that lane's distribution. All lanes, and every call a lane
+    makes, are evaluated in one ``jax.vmap``.
+    """
+    p = eqn.params
+    _, _, lane_shape = _lane_shape(eqn)
+    dtype = p["dtype"]
+
+    def one(lane, key, leaves):
+        distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
+        strategy = jax.tree.unflatten(p["strategy_tree"], leaves[p["num_dist"] :])
+
+        def kont(v, salt=None, primal=False):
+            v = jnp.asarray(v).astype(dtype).reshape(lane_shape)
+            return sg(lane_kont(lane, sg(v), salt))
+
+        estimate = strategy.estimate(key, distribution, kont)
+        return estimate - sg(estimate)
+
+    lanes = jnp.arange(keys.shape[0])
+    return jnp.sum(jax.vmap(one)(lanes, keys, leaves))
+
+
+def _batched_site(eqn, invals, key, site_kont) -> jax.Array:
+    """A continuation site inside ``jax.vmap``/``ppl.particles``, ``L`` lanes.
+
+    Every lane's value ``x_l`` is drawn; the surrogate is ``kont(x) + Σ_l (s_l -
+    sg(s_l))``, where ``kont(x)`` is the rest of the program at the sampled values
+    (value, and derivative along every other path) and ``s_l`` lane ``l``'s strategy
+    run on its own distribution with the continuation ``v -> sg(f(x with lane l set to
+    v))`` in primal mode: each lane's derivative sees its own alternatives only, the
+    other lanes keep their sampled values, so code after the map (a sum, a logsumexp
+    over particles, a sort) stays unbiased. With one lane the strategy runs as at an
+    unbatched site.
+    """
+    p = eqn.params
+    batch, lanes, lane_shape = _lane_shape(eqn)
+    leaves = [x.reshape(lanes, *x.shape[len(batch) :]) for x in invals[p["num_lanes"] :]]
+    if lanes == 1:
+        distribution = jax.tree.unflatten(p["dist_tree"], [x[0] for x in leaves[: p["num_dist"]]])
+        strategy = jax.tree.unflatten(p["strategy_tree"], [x[0] for x in leaves[p["num_dist"] :]])
+        return strategy.estimate(key, distribution, site_kont)
+    key_value, key_lanes = jax.random.split(key)
+    x = _primal_site(eqn, invals, key_value)
+    flat = x.reshape(lanes, *lane_shape)
+
+    def lane_kont(lane, v, salt):
+        return site_kont(flat.at[lane].set(v).reshape(x.shape), salt, True)
+
+    keys = jax.random.split(key_lanes, lanes)
+    return site_kont(x) + _lane_terms(eqn, leaves, keys, lane_kont)
+
+
 # ------------------------------------------------------------ structured primitives
 
 
@@ -338,6 +438,8 @@ def _structured(eqn, invals, acc, key, rest: Kont | None, primal: bool = False):
     if name == "cond":
         return _cond(eqn, invals, acc, key, rest, primal)
     if name == "scan":
+        if rest is not None:
+            return _scan_cps(eqn, invals, acc, key, rest)
         return _scan(eqn, invals, acc, key, primal)
     if name == "while":
         if primal:
@@ -391,6 +493,104 @@ def _scan(eqn, invals, acc, key, primal=False):
         body, (init, acc), (xs, keys), length=p["length"], reverse=p["reverse"], unroll=p["unroll"]
     )
     return [*carry, *ys], acc
+
+
+def _scan_cps(eqn, invals, acc, key, rest: Kont):
+    """``lax.scan`` (``fori_loop`` with static bounds, ``lax.map``) whose body holds
+    continuation sites, without unrolling.
+
+    The forward pass runs the loop once: local sites as usual, continuation sites drawn
+    plainly, and the carry entering each step and each continuation site's operands
+    saved. The continuation of site ``j`` at step ``t`` (lane ``b`` under a ``vmap``)
+    is the rest of step ``t``, the later steps and the code after the loop: a *suffix
+    run*, one ``lax.scan`` over all ``T`` steps that restarts from the saved carry of
+    step ``t`` (earlier steps pass their saved outputs through), forces lane ``b`` of
+    site ``j`` to the alternative value at step ``t``, and is then followed by the rest
+    of the program, all in primal mode. Each site's strategy runs on its step's
+    distribution as at a batched site (`_lane_terms`), every ``(t, b, alternative)``
+    in one ``jax.vmap``: depth ``O(T)``, work ``O(T^2)`` steps per alternative.
+    """
+    p = eqn.params
+    jaxpr, jconsts = _open(p["jaxpr"])
+    nc, nk, length, reverse = p["num_consts"], p["num_carry"], p["length"], p["reverse"]
+    sites = _loop_sites(jaxpr, "lax.scan (or fori_loop with static bounds, lax.map)")
+    consts, init, xs = invals[:nc], invals[nc : nc + nk], invals[nc + nk :]
+    keys = jax.random.split(key, length)
+
+    def body(carry, inputs):
+        c, acc = carry
+        x, key_t = inputs
+        tape: dict = {}
+        outs, acc = run(jaxpr, jconsts, [*consts, *c, *x], acc, key_t, None, tape=tape)
+        return (outs[:nk], acc), (outs[nk:], c, [tape[j] for j in sites])
+
+    (carry, acc), (ys, carries, tapes) = jax.lax.scan(
+        body, (init, acc), (xs, keys), length=length, reverse=reverse, unroll=p["unroll"]
+    )
+    steps = jnp.arange(length)
+    cost0 = jnp.zeros((), acc.cost.dtype)
+
+    def suffix(j, t, lane, v, salt):
+        def step(state, inputs):
+            c, cost = state
+            s, x, key_s, saved_c, saved_y = inputs
+            before = s < t if not reverse else s > t  # in execution order
+            c = jax.tree.map(lambda a, b: jnp.where(before | (s == t), b, a), c, saved_c)
+            if salt is not None:  # later steps draw independently of other salts
+                key_s = _select_key(before | (s == t), key_s, jax.random.fold_in(key_s, salt))
+            force = _Force(j, lane, v, s == t)
+            start = Acc(cost0, cost0, cost0)
+            outs, a = run(jaxpr, jconsts, [*consts, *c, *x], start, key_s, None, True, force)
+            new_c = [jnp.where(before, b, o) for b, o in zip(saved_c, outs[:nk])]
+            y = [jnp.where(before, b, o) for b, o in zip(saved_y, outs[nk:])]
+            return (new_c, cost + jnp.where(before, 0.0, a.cost)), y
+
+        (c, cost), ys_new = jax.lax.scan(
+            step, (list(init), cost0), (steps, xs, keys, carries, ys), reverse=reverse
+        )
+        return rest([*c, *ys_new], Acc(cost0, cost0, cost), salt, True)
+
+    total = cost0
+    for n, j in enumerate(sites):
+        site_eqn = jaxpr.eqns[j]
+        _, lanes, _ = _lane_shape(site_eqn)
+        ndims = 1 + site_eqn.params["batch_ndims"]
+        leaves = [x.reshape(length * lanes, *x.shape[ndims:]) for x in tapes[n]]
+        site_keys = jax.random.split(jax.random.fold_in(key, j + 1), length * lanes)
+
+        def lane_kont(index, v, salt, j=j, lanes=lanes):
+            return suffix(j, index // lanes, index % lanes, v, salt)
+
+        total = total + _lane_terms(site_eqn, leaves, site_keys, lane_kont)
+    return rest([*carry, *ys], acc._replace(cost=acc.cost + total))
+
+
+def _select_key(keep: jax.Array, key: jax.Array, other: jax.Array) -> jax.Array:
+    data = jnp.where(keep, jax.random.key_data(key), jax.random.key_data(other))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+
+
+def _loop_sites(jaxpr: Jaxpr, loop: str) -> list[int]:
+    """Indices of the continuation sites of a loop body; an error for nested ones."""
+    sites = []
+    for j, eqn in enumerate(jaxpr.eqns):
+        if eqn.primitive is sample_p:
+            if _strategy_needs_continuation(eqn):
+                sites.append(j)
+            continue
+        _, cont = _eqn_sites(eqn)
+        if cont is not None:
+            site, what = cont
+            raise ValueError(
+                f"{site.describe()}: {what} needs the rest of the program as a "
+                f"continuation, and the site is inside '{eqn.primitive.name}' inside "
+                f"{loop}. ppl re-runs loop bodies for sites at the top level of the body "
+                f"(under jax.vmap/ppl.particles too), not for sites nested in another "
+                f"construct there: move the site out of '{eqn.primitive.name}' (sample "
+                f"it in the body and pass its value in), or use a local strategy "
+                f"(ppl.reinforce, ppl.baseline(ppl.reinforce, b)) at this site."
+            )
+    return sites
 
 
 def _while(eqn, invals, acc, key):
@@ -488,16 +688,10 @@ def _loop_error(cont: _ContSite, loop: str = "a loop") -> ValueError:
     return ValueError(
         f"{site.describe()}: {what} needs the rest of the program as a continuation "
         f"(it evaluates it at several values), but the site is inside {loop}, whose "
-        f"later iterations ppl cannot re-run. Either use a strategy that needs no "
-        f"continuation here (ppl.reparam, ppl.reinforce, ppl.baseline(ppl.reinforce, b)), "
-        f"or unroll the loop with a Python for loop when its length is static."
-    )
-
-
-def _batched_error(site: SiteInfo, strategy) -> ValueError:
-    return ValueError(
-        f"{site.describe()}: {type(strategy).__name__} cannot be used at a site inside "
-        f"jax.vmap or ppl.particles (each lane would need its own continuation). Use "
-        f"ppl.reinforce or ppl.baseline(...) there, or give the distribution a batch "
-        f"shape instead of vmapping (enum and mvd handle batch shapes)."
+        f"iterations ppl cannot re-run. Continuation sites work inside lax.scan, "
+        f"fori_loop with static bounds and lax.map, when that loop is not itself inside "
+        f"another loop. Give a while_loop a static bound (a lax.scan or fori_loop over "
+        f"the largest number of steps, its body masked once the condition fails), "
+        f"unroll the loop with a Python for loop, or use a strategy that needs no "
+        f"continuation here (ppl.reparam, ppl.reinforce, ppl.baseline(ppl.reinforce, b))."
     )

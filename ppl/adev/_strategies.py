@@ -13,8 +13,12 @@ Two kinds of rules:
   gradient is ``∇ log p_θ(x)``) and an optional baseline; the interpreter multiplies the
   score by the value of the rest of the program. These work everywhere, loops included.
 * `Strategy` (``estimate``) receives the continuation ``kont`` itself and may call
-  it on any values (enumeration, measure-valued derivatives). Such sites must not sit
-  inside ``lax.scan``/``while_loop``; unroll the loop in Python instead.
+  it on any values (enumeration, measure-valued derivatives). At sites under
+  ``jax.vmap``/``ppl.particles`` and inside ``lax.scan`` the interpreter lifts
+  ``estimate`` lane by lane (each step of a loop is a lane): ``kont`` then returns the
+  value of the rest of the program with that lane changed, without derivative, and the
+  derivative of the lane's estimate is kept (see ``_interpreter._lane_terms``).
+  ``while_loop`` refuses such sites.
 """
 
 from __future__ import annotations
@@ -103,6 +107,11 @@ class Strategy(eqx.Module):
                 value only: every later site draws a plain sample (no estimator,
                 no nested continuations), so it costs one run of the program; use it
                 where the rule discards the gradient (``sg``) of that call.
+                At a site in lanes (``jax.vmap``, ``ppl.particles``) or in a loop,
+                ``estimate`` runs once per lane and ``kont`` is that lane's view: the
+                rest of the program with only this lane changed, in primal mode,
+                without derivative; the rule's derivative must then come from the
+                distribution's parameters.
 
         Returns:
             A scalar: an unbiased estimate of the expectation whose JAX derivative is

@@ -42,17 +42,15 @@ def log_weights(model, guide, params, *args, num_particles: int = 1, strategies=
     """``log p(x, z_k) - log q(z_k)`` for ``num_particles`` independent draws from the guide.
 
     The helper every particle objective shares; returns an array ``(num_particles,)``.
-    Several particles are drawn with ``ppl.particles`` (a ``vmap``), where sites need
-    strategies without a continuation (reparam, reinforce, baselines); with one
-    particle every strategy works.
+    The particles are drawn with ``ppl.particles`` (a ``vmap``); every strategy works
+    there, continuation strategies (enum, mvd, leave_one_out) lane by lane (see
+    "Particles" in the expectations guide).
     """
 
     def one():
         trace = sim(guide, *args, params=params, strategies=strategies, **kwargs)
         return density(model, trace.choices, *args, params=params, **kwargs) - trace.log_density
 
-    if num_particles == 1:  # no vmap: continuation strategies (enum, mvd) stay usable
-        return one()[None]
     # on a mesh with a "particles" axis, the particles are sharded across its devices
     return constrain_particles(particles(one, num_particles)())
 
