@@ -1,6 +1,7 @@
 """NumPyro programs inside expectations: sim, density, Trace and parameters."""
 
 from ppl.gen._enumerate import infer_discrete as infer_discrete
+from ppl.gen._enumerate import posterior_discrete as posterior_discrete
 from ppl.gen._params import constrain as constrain
 from ppl.gen._params import init_params as init_params
 from ppl.gen._program import Family as Family
@@ -18,4 +19,5 @@ __all__ = [
     "init_params",
     "constrain",
     "infer_discrete",
+    "posterior_discrete",
 ]

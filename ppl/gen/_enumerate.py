@@ -28,11 +28,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpyro.distributions as dist
 from numpyro import handlers
 
 from ppl.gen._program import _marked, _program_name, _Score
 
-__all__ = ["enumerated_log_density", "infer_discrete", "MAX_FACTOR_SIZE"]
+__all__ = ["enumerated_log_density", "infer_discrete", "posterior_discrete", "MAX_FACTOR_SIZE"]
 
 #: The largest number of elements one enumerated factor may have (2**28 float32 = 1 GiB).
 MAX_FACTOR_SIZE = 2**28
@@ -58,8 +59,12 @@ class _EnumScore(_Score):
     are constants, so that the run draws nothing through ppl.
     """
 
-    def __init__(self, fn, choices, params, program, names, placeholder=False, key=None):
+    def __init__(
+        self, fn, choices, params, program, names, placeholder=False, key=None, potentials=None
+    ):
         self.placeholder = placeholder
+        self.potentials = potentials  # name -> added log-potential per value (decoding)
+        self.shapes: dict = {}  # name -> the site's shape (batch shape, no enum dims)
         self.key = jax.random.PRNGKey(0) if placeholder and key is None else key
         self.num_keys = 0
         self.enumerated: dict = {}  # name -> (distribution name, support size)
@@ -119,7 +124,10 @@ class _EnumScore(_Score):
             )
         size = fn.enumerate_support(expand=False).shape[0]
         self.enumerated[name] = (type(fn).__name__, size)
+        self.shapes[name] = fn.shape()
         msg["infer"] = {**(msg.get("infer") or {}), "enumerate": "parallel"}
+        if self.potentials is not None:
+            msg["fn"] = _Tilted(fn, self.potentials[name])
         if self.placeholder:
             support = fn.enumerate_support(expand=False)
             msg["value"] = jnp.broadcast_to(support[0], fn.shape())
@@ -135,6 +143,33 @@ class _EnumScore(_Score):
             shape = jnp.broadcast_shapes(tuple(fn.batch_shape), value_batch)
             self.factor_shapes[msg["name"]] = shape
             _check_size(msg["name"], shape, self)
+
+
+class _Tilted(dist.Distribution):
+    """``base`` with ``potential[..., value]`` added to its log density (for decoding)."""
+
+    def __init__(self, base, potential):
+        self.base, self.potential = base, potential
+        super().__init__(batch_shape=base.batch_shape, event_shape=base.event_shape)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    @property
+    def has_enumerate_support(self):
+        return True
+
+    def enumerate_support(self, expand=True):
+        return self.base.enumerate_support(expand)
+
+    def sample(self, key, sample_shape=()):
+        return self.base.sample(key, sample_shape)
+
+    def log_prob(self, value):
+        size = self.potential.shape[-1]
+        tilt = jnp.sum(jax.nn.one_hot(value, size) * self.potential, axis=-1)
+        return self.base.log_prob(value) + tilt
 
 
 def _check_size(name: str, shape: tuple, scorer: _EnumScore) -> None:
@@ -252,21 +287,82 @@ def infer_discrete(
 
     names = frozenset((enumerate,) if isinstance(enumerate, str) else enumerate)
     dry = _dry_run(model, choices, params, names, args, kwargs)
-    key_model, key_decode = jax.random.split(key)
-    scorer = _EnumScore(model, choices, params, model, names, key=key_model)
-    try:
-        with handlers.block():
-            decoded = _sample_posterior(
-                scorer, -dry.plate_nesting - 1, temperature, key_decode, *args, **kwargs
-            )
-    except NotImplementedError as error:
-        if not dry.in_scan:
-            raise
+    if dry.in_scan:
         raise ValueError(
             f"infer_discrete cannot decode the sites {sorted(dry.enumerated)} of "
             f"{_program_name(model)} inside numpyro.contrib.control_flow.scan (NumPyro's "
             f"infer_discrete has the same limit). Decode with a version of the model that "
             f"writes the chain as a Python loop over numpyro.contrib.funsor.markov(range(T)) "
             f"(same sites and parameters); fit with the scan version."
-        ) from error
+        )
+    key_model, key_decode = jax.random.split(key)
+    if temperature == 0:
+        return _viterbi(model, choices, params, names, dry, key_model, args, kwargs)
+    scorer = _EnumScore(model, choices, params, model, names, key=key_model)
+    with handlers.block():
+        decoded = _sample_posterior(
+            scorer, -dry.plate_nesting - 1, temperature, key_decode, *args, **kwargs
+        )
     return {name: decoded[name] for name in dry.enumerated if name in decoded}
+
+
+def _viterbi(model, choices, params, names, dry, key, args, kwargs) -> dict:
+    """Joint MAP by differentiating the max-product contraction.
+
+    ``m(θ) = max_c [log p(x, z, c) + Σ_sites θ_site[c_site]]`` has gradient
+    ``∂m/∂θ_site[k] = 1[c*_site = k]`` at ``θ = 0`` (where the maximizer ``c*`` is
+    unique): one backward pass through the same variable elimination that computes the
+    density, so the cost is that of ``ppl.density`` (linear in a ``markov`` chain's
+    length, where NumPyro's adjoint-based decoder grows with the joint support).
+    """
+    funsor, enum, enum_log_density = _import_funsor()
+    zeros = {
+        name: jnp.zeros((*dry.shapes[name], size)) for name, (_, size) in dry.enumerated.items()
+    }
+
+    def max_product(potentials):
+        scorer = _EnumScore(model, choices, params, model, names, key=key, potentials=potentials)
+        with handlers.block(), enum(first_available_dim=-dry.plate_nesting - 1):
+            result, _, _ = enum_log_density(
+                scorer, args, kwargs, {}, funsor.ops.max, funsor.ops.add
+            )
+        return jnp.asarray(result.data)
+
+    indicators = jax.grad(max_product)(zeros)
+    return {name: jnp.argmax(indicator, axis=-1) for name, indicator in indicators.items()}
+
+
+def posterior_discrete(
+    key: jax.Array,
+    model: Callable,
+    model_trace: dict,
+    draws: Mapping,
+    params: Any,
+    args: tuple,
+    kwargs: dict,
+    num_draws: int,
+) -> dict:
+    """Posterior draws of the model's summed-out sites, one per draw of the guide.
+
+    For ``ppl.to_inference_data``: the sites of ``model_trace`` (a trace of ``model``)
+    marked for enumeration that ``draws`` lacks are drawn from ``p(c | x, z_s)`` for each
+    guide draw ``z_s`` (`infer_discrete` at temperature 1). Returns ``{}`` when there
+    are none.
+    """
+    summed = [
+        name
+        for name, site in model_trace.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and name not in draws
+        and _marked(site, ())
+    ]
+    if not summed:
+        return {}
+    keys = jax.random.split(key, num_draws)
+
+    def one(key, choices):
+        return infer_discrete(key, model, choices, *args, params=params, **kwargs)
+
+    decoded = jax.jit(jax.vmap(one))(keys, dict(draws))
+    return {name: decoded[name] for name in summed if name in decoded}

@@ -161,6 +161,37 @@ def test_hmm_in_scan_equals_forward_algorithm_float64():
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
+def hmm_emitting_first(ys):
+    """The HMM of dynamax: z_1 ~ INIT emits y_1 too."""
+
+    def step(z, y):
+        z = numpyro.sample("z", dist.Categorical(TRANS[z]))
+        numpyro.sample("y", dist.Normal(MEANS[z], 0.7), obs=y)
+        return z, None
+
+    z1 = numpyro.sample("z1", dist.Categorical(INIT), infer={"enumerate": "parallel"})
+    numpyro.sample("y1", dist.Normal(MEANS[z1], 0.7), obs=ys[0])
+    scan(step, z1, ys[1:])
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # tensorflow_probability's jax substrate
+def test_hmm_equals_the_dynamax_forward_filter_float64():
+    hidden_markov_model = pytest.importorskip("dynamax.hidden_markov_model")
+    with jax.enable_x64(True):
+        ys = _sequence(jax.random.key(10), 30).astype(jnp.float64)
+        hmm_dynamax = hidden_markov_model.GaussianHMM(K, 1)
+        params, _ = hmm_dynamax.initialize(
+            jax.random.key(0),
+            initial_probs=INIT.astype(jnp.float64),
+            transition_matrix=TRANS.astype(jnp.float64),
+            emission_means=MEANS.astype(jnp.float64)[:, None],
+            emission_covariances=jnp.full((K, 1, 1), 0.49, jnp.float64),
+        )
+        want = hmm_dynamax.marginal_log_prob(params, ys[:, None])
+        got = jax.jit(lambda ys: ppl.density(hmm_emitting_first, {}, ys))(ys)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
 def test_hmm_gradient_inside_an_expectation_equals_grad_of_forward():
     ys = _sequence(jax.random.key(4), 6)
     objective = ppl.objectives.elbo(functools.partial(hmm, params_in_model=True), lambda ys: None)
@@ -395,3 +426,19 @@ def test_dependence_beyond_the_markov_order_is_an_error():
     ys = _sequence(jax.random.key(9), 6)
     with pytest.raises(ValueError, match="Markov order.*history="):
         ppl.density(second_order, {}, ys)
+
+
+def test_to_inference_data_exports_the_summed_out_sites():
+    def guide(x):
+        numpyro.sample("locs", dist.Normal(numpyro.param("m", jnp.zeros(3)), 0.05).to_event(1))
+
+    params = {**PARAMS, "m": LOCS}
+    idata = ppl.to_inference_data(
+        jax.random.key(0), guide, params, X, model=config_enumerate(gmm), num_samples=300
+    )
+    c = idata.posterior["c"]
+    assert c.dims == ("chain", "draw", "data") and c.shape == (1, 300, 6)
+    terms = jax.nn.log_softmax(LOGITS) + dist.Normal(LOCS, 0.8).log_prob(X[:, None])
+    freq = (c.values[0][:, :, None] == np.arange(3)).mean(0)
+    np.testing.assert_allclose(freq, jax.nn.softmax(terms, -1), atol=0.1)
+    assert idata.posterior_predictive["x"].shape == (1, 300, 6)
