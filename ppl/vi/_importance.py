@@ -24,8 +24,7 @@ from numpyro import handlers
 from numpyro.infer.util import log_density
 
 from ppl.adev._expectation import typed_key
-from ppl.gen import constrain, density
-from ppl.gen._program import Family
+from ppl.gen import Family, constrain, density
 from ppl.vi._checks import check_params_given, check_unconstrained
 
 __all__ = ["Importance", "importance", "GOOD_KHAT", "BAD_KHAT"]
