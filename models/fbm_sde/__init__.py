@@ -114,8 +114,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # training (ppl.fit)
     "num_steps": 1000,
     "warmup": 100,  # steps with H and sigma frozen while the control learns
-    "learning_rate": 0.02,
-    "model_learning_rate": 0.05,
+    "learning_rate": 0.05,  # the control and q(Y(0) | o)
+    "model_learning_rate": 0.15,  # H, sigma (theta)
     "clip": 100.0,
     "batch_size": 64,
     "num_samples": 1,
