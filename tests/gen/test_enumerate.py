@@ -70,8 +70,16 @@ def delta_guide(x):
     numpyro.sample("locs", dist.Delta(numpyro.param("m", jnp.zeros(3))).to_event(1))
 
 
-def test_elbo_with_a_delta_guide_is_the_exact_marginal_under_jit():
-    objective = ppl.objectives.elbo(config_enumerate(gmm), delta_guide)
+OBJECTIVES = {
+    "elbo": lambda model, guide: ppl.objectives.elbo(model, guide),
+    "iwae": lambda model, guide: ppl.objectives.iwae(model, guide, num_particles=3),
+    "renyi": lambda model, guide: ppl.objectives.renyi(model, guide, alpha=0.5, num_particles=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_objectives_with_a_delta_guide_are_the_exact_marginal_under_jit(name):
+    objective = OBJECTIVES[name](config_enumerate(gmm), delta_guide)
     params = {**PARAMS, "m": LOCS}
     key = jax.random.key(0)
     value, (grads, _) = jax.jit(objective.value_and_grad_estimate)(key, params, X)
@@ -174,6 +182,7 @@ def hmm_emitting_first(ys):
     scan(step, z1, ys[1:])
 
 
+@pytest.mark.slow  # importing dynamax (tensorflow_probability) alone takes seconds
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # tensorflow_probability's jax substrate
 def test_hmm_equals_the_dynamax_forward_filter_float64():
     hidden_markov_model = pytest.importorskip("dynamax.hidden_markov_model")
