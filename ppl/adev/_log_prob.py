@@ -63,10 +63,17 @@ def _float(value):
     return jnp.asarray(value, jnp.result_type(float))
 
 
+def _logit_mass(value, total_count, logits):
+    """``value log σ(a) + (n - value) log σ(-a)``, written so that neither the value nor
+    the derivative ``value σ(-a) - (n - value) σ(a)`` cancels at large ``|a|``, and the
+    derivative at ``a = 0`` is exactly ``value - n/2`` (``softplus``'s is ½ there)."""
+    softplus = jax.nn.softplus
+    return -(value * softplus(-logits) + (total_count - value) * softplus(logits))
+
+
 class _BernoulliLogits(dist.BernoulliLogits):
     def log_prob(self, value):
-        value = _float(value)
-        return value * self.logits - jax.nn.softplus(self.logits)
+        return _logit_mass(_float(value), 1.0, self.logits)
 
 
 class _BernoulliProbs(dist.BernoulliProbs):
@@ -84,10 +91,8 @@ class _BinomialLogits(dist.BinomialLogits):
     def log_prob(self, value):
         value = _float(value)
         total_count = _float(self.total_count)
-        return (
-            _log_binomial_coefficient(total_count, value)
-            + value * self.logits
-            - total_count * jax.nn.softplus(self.logits)
+        return _log_binomial_coefficient(total_count, value) + _logit_mass(
+            value, total_count, self.logits
         )
 
 

@@ -108,7 +108,7 @@ def test_values_equal_numpyro_everywhere(logit, prob, rate, count):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5, err_msg=repr(d))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(logit=st.floats(-20.0, 20.0).filter(lambda a: abs(a) > 1e-3), x=st.integers(0, 5))
 def test_derivatives_equal_numpyro_away_from_the_defect(logit, x):
     for make, value in ((lambda a: dist.Bernoulli(logits=a), float(x % 2)),
