@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from numpyro import handlers
+from numpyro.distributions.batch_util import promote_batch_shape
 
 from ppl.gen._program import _marked, _program_name, _Score
 
@@ -104,10 +106,11 @@ class _EnumScore(_Score):
             super().process_site(msg)
 
     def _enumerated_in_body(self, site):
-        self._enumerate(site)
+        step = (site.get("infer") or {}).get("_scan_current_index")
+        self._enumerate(site, step=step)
         return site["value"] if self.placeholder else None
 
-    def _enumerate(self, msg):
+    def _enumerate(self, msg, step=None):
         name, fn = msg["name"], msg["fn"]
         if not fn.has_enumerate_support:
             raise ValueError(
@@ -127,7 +130,8 @@ class _EnumScore(_Score):
         self.shapes[name] = fn.shape()
         msg["infer"] = {**(msg.get("infer") or {}), "enumerate": "parallel"}
         if self.potentials is not None:
-            msg["fn"] = _Tilted(fn, self.potentials[name])
+            potential = self.potentials[name]
+            msg["fn"] = _Tilted(fn, potential if step is None else potential[step])
         if self.placeholder:
             support = fn.enumerate_support(expand=False)
             msg["value"] = jnp.broadcast_to(support[0], fn.shape())
@@ -135,6 +139,9 @@ class _EnumScore(_Score):
     def postprocess_message(self, msg):
         if msg["type"] != "sample":
             return
+        if self.placeholder and msg["name"] in self.enumerated:  # stacked over steps in scan
+            value = jnp.shape(msg["value"])
+            self.shapes[msg["name"]] = value[: len(value) - msg["fn"].event_dim]
         dims = [frame.dim for frame in msg["cond_indep_stack"] if frame.dim is not None]
         self.plate_nesting = max([self.plate_nesting, *(-d for d in dims)])
         if not self.placeholder and msg["value"] is not None:
@@ -147,6 +154,8 @@ class _EnumScore(_Score):
 
 class _Tilted(dist.Distribution):
     """``base`` with ``potential[..., value]`` added to its log density (for decoding)."""
+
+    pytree_data_fields = ("base", "potential")
 
     def __init__(self, base, potential):
         self.base, self.potential = base, potential
@@ -170,6 +179,16 @@ class _Tilted(dist.Distribution):
         size = self.potential.shape[-1]
         tilt = jnp.sum(jax.nn.one_hot(value, size) * self.potential, axis=-1)
         return self.base.log_prob(value) + tilt
+
+
+@promote_batch_shape.register
+def _promote_tilted(d: _Tilted):
+    """After ``scan`` stacks the steps: align the potential's (time, plates) dims."""
+    base = promote_batch_shape(d.base)
+    potential = d.potential
+    time, plates, size = potential.shape[0], potential.shape[1:-1], potential.shape[-1]
+    ones = (1,) * (len(base.batch_shape) - 1 - len(plates))
+    return _Tilted(base, potential.reshape((time, *ones, *plates, size)))
 
 
 def _check_size(name: str, shape: tuple, scorer: _EnumScore) -> None:
@@ -258,10 +277,13 @@ def infer_discrete(
 ) -> dict:
     """Decode the summed-out sites of ``model`` given the data and the other choices.
 
-    With ``temperature=1`` a draw of the enumerated sites from their exact posterior
-    ``p(c | x, z)`` (forward filtering, backward sampling); with ``temperature=0`` the
-    joint maximum a posteriori value ``argmax_c p(c | x, z)`` (Viterbi). Built on
-    NumPyro's ``infer_discrete``; ``vmap`` over keys for several draws.
+    With ``temperature=0`` the joint maximum a posteriori value
+    ``argmax_c p(c | x, z)`` (Viterbi), by differentiating the max-product
+    elimination (plates, ``markov`` loops and ``scan`` chains, at the cost of one
+    ``ppl.density``); with ``temperature=1`` a draw of the enumerated sites from their
+    exact posterior ``p(c | x, z)`` by NumPyro's ``infer_discrete`` (forward filtering,
+    backward sampling; not inside ``scan``, and costly for long ``markov`` loops);
+    ``vmap`` over keys for several draws.
 
     Args:
         key: a PRNG key (used when ``temperature=1``).
@@ -287,13 +309,14 @@ def infer_discrete(
 
     names = frozenset((enumerate,) if isinstance(enumerate, str) else enumerate)
     dry = _dry_run(model, choices, params, names, args, kwargs)
-    if dry.in_scan:
+    if dry.in_scan and temperature == 1:
         raise ValueError(
-            f"infer_discrete cannot decode the sites {sorted(dry.enumerated)} of "
-            f"{_program_name(model)} inside numpyro.contrib.control_flow.scan (NumPyro's "
-            f"infer_discrete has the same limit). Decode with a version of the model that "
-            f"writes the chain as a Python loop over numpyro.contrib.funsor.markov(range(T)) "
-            f"(same sites and parameters); fit with the scan version."
+            f"infer_discrete cannot draw posterior samples (temperature=1) of the sites "
+            f"{sorted(dry.enumerated)} of {_program_name(model)} inside "
+            f"numpyro.contrib.control_flow.scan (NumPyro's infer_discrete has the same "
+            f"limit). Use temperature=0 for the MAP path, or sample from a version of the "
+            f"model that writes the chain as a short Python loop over "
+            f"numpyro.contrib.funsor.markov(range(T)) (same sites and parameters)."
         )
     key_model, key_decode = jax.random.split(key)
     if temperature == 0:
@@ -358,6 +381,15 @@ def posterior_discrete(
         and _marked(site, ())
     ]
     if not summed:
+        return {}
+    first = {name: value[0] for name, value in draws.items()}
+    if _dry_run(model, first, params, (), args, kwargs).in_scan:
+        warnings.warn(
+            f"to_inference_data: the summed-out sites {summed} of {_program_name(model)} "
+            f"are not exported: posterior draws inside numpyro.contrib.control_flow.scan "
+            f"are not available (use ppl.infer_discrete(..., temperature=0) for the MAP).",
+            stacklevel=3,
+        )
         return {}
     keys = jax.random.split(key, num_draws)
 

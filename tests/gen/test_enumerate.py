@@ -361,23 +361,68 @@ def hmm_markov(ys):
         numpyro.sample(f"y_{t}", dist.Normal(MEANS[z], 0.7), obs=ys[t])
 
 
-def test_infer_discrete_decodes_an_hmm_by_viterbi():
-    ys = _sequence(jax.random.key(8), 8)
-    decode = jax.jit(lambda key, ys: ppl.infer_discrete(key, hmm_markov, {}, ys, temperature=0))
-    got = decode(jax.random.key(0), ys)
+def _viterbi_path(ys):
+    """The MAP path (z0, z_1..z_T) of the HMM above by the max-product recursion."""
     log_trans = jnp.log(TRANS)
     delta, back = jnp.log(INIT), []
-    for y in ys:  # max-product recursion
+    for y in ys:
         scores = delta[:, None] + log_trans
         back.append(jnp.argmax(scores, 0))
         delta = jnp.max(scores, 0) + dist.Normal(MEANS, 0.7).log_prob(y)
     path = [int(jnp.argmax(delta))]
-    for pointers in back[:0:-1]:
+    for pointers in back[::-1]:
         path.append(int(pointers[path[-1]]))
-    decoded = [int(got[f"z_{t}"]) for t in range(8)]
-    assert decoded == path[::-1]
+    return path[-1], path[-2::-1]
+
+
+@pytest.mark.parametrize("version", ["scan", "markov"])
+def test_infer_discrete_decodes_an_hmm_by_viterbi(version):
+    ys = _sequence(jax.random.key(8), 8)
+    model = hmm if version == "scan" else hmm_markov
+    decode = jax.jit(lambda key, ys: ppl.infer_discrete(key, model, {}, ys, temperature=0))
+    got = decode(jax.random.key(0), ys)
+    z0, path = _viterbi_path(ys)
+    states = got["z"].tolist() if version == "scan" else [int(got[f"z_{t}"]) for t in range(8)]
+    assert states == path
+    assert int(got["z0"]) == z0
+
+
+def sequences_hmm(ys):
+    """Many sequences: a plate inside the scan body, as NumPyro's HMM examples write it."""
+
+    def step(z, y):
+        with numpyro.plate("sequences", ys.shape[1]):
+            z = numpyro.sample("z", dist.Categorical(TRANS[z]))
+            numpyro.sample("y", dist.Normal(MEANS[z], 0.7), obs=y)
+        return z, None
+
+    scan(step, jnp.zeros(ys.shape[1], jnp.int32), ys)
+
+
+def test_infer_discrete_decodes_each_sequence_of_a_plate_in_scan():
+    ys = jnp.stack([_sequence(jax.random.key(k), 6) for k in (11, 12, 13)], axis=1)
+    got = jax.jit(
+        lambda ys: ppl.infer_discrete(jax.random.key(0), sequences_hmm, {}, ys, temperature=0)
+    )(ys)
+    assert got["z"].shape == (6, 3)
+    for n in range(3):  # each sequence starts in state 0: its path given z0 = 0
+        log_trans = jnp.log(TRANS)
+        delta = log_trans[0] + dist.Normal(MEANS, 0.7).log_prob(ys[0, n])
+        back = []
+        for y in ys[1:, n]:
+            scores = delta[:, None] + log_trans
+            back.append(jnp.argmax(scores, 0))
+            delta = jnp.max(scores, 0) + dist.Normal(MEANS, 0.7).log_prob(y)
+        path = [int(jnp.argmax(delta))]
+        for pointers in back[::-1]:
+            path.append(int(pointers[path[-1]]))
+        assert got["z"][:, n].tolist() == path[::-1]
+
+
+def test_infer_discrete_samples_are_refused_in_scan():
+    ys = _sequence(jax.random.key(8), 4)
     with pytest.raises(ValueError, match="inside numpyro.contrib.control_flow.scan.*markov"):
-        ppl.infer_discrete(jax.random.key(0), hmm, {}, ys, temperature=0)
+        ppl.infer_discrete(jax.random.key(0), hmm, {}, ys, temperature=1)
 
 
 # --- errors -------------------------------------------------------------------------
