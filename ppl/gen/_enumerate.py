@@ -33,6 +33,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions.batch_util import promote_batch_shape
 
+from ppl.adev._expectation import typed_key
 from ppl.gen._program import _marked, _program_name, _Score
 
 __all__ = ["enumerated_log_density", "infer_discrete", "posterior_discrete", "MAX_FACTOR_SIZE"]
@@ -304,6 +305,7 @@ def infer_discrete(
     """
     if temperature not in (0, 1):
         raise ValueError(f"infer_discrete: temperature must be 0 (MAP) or 1, got {temperature}.")
+    key = typed_key(key, "infer_discrete")
     _import_funsor()
     from numpyro.contrib.funsor.discrete import _sample_posterior
 

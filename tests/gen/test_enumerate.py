@@ -418,6 +418,15 @@ def test_infer_discrete_samples_are_refused_in_scan():
 # --- errors -------------------------------------------------------------------------
 
 
+def test_infer_discrete_names_a_key_that_is_not_a_jax_key():
+    def mixture(x):
+        c = numpyro.sample("c", dist.Categorical(jnp.array([0.3, 0.7])))
+        numpyro.sample("x", dist.Normal(jnp.array([-1.0, 1.0])[c], 1.0), obs=x)
+
+    with pytest.raises(TypeError, match="infer_discrete: the key must be one PRNG key"):
+        ppl.infer_discrete(np.random.default_rng(0), mixture, {}, 0.5, enumerate=["c"])
+
+
 def test_infinite_support_is_an_error_naming_the_site():
     def model():
         n = numpyro.sample("n", dist.Poisson(3.0), infer={"enumerate": "parallel"})
