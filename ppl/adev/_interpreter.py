@@ -186,6 +186,7 @@ def run(
     primal: bool = False,
     force: _Force | None = None,
     tape: dict | None = None,
+    region: bool = False,
 ) -> Any:
     """Evaluate ``jaxpr`` under ADEV.
 
@@ -195,15 +196,18 @@ def run(
     draws a plain sample and only the value (``acc.cost`` and the outputs) is meaningful;
     ``force`` then replaces one lane of one site's draw (the suffix runs of a loop). In
     local mode, ``tape`` (a dict) lets continuation sites draw plainly, recording their
-    operands by equation index (the forward pass of a loop).
+    operands by equation index (the forward pass of a loop). ``region`` marks the body
+    of a ``ppl.particles`` map (see `_batched_site`).
     """
     env: dict = {}
     _write(env, jaxpr.constvars, consts)
     _write(env, jaxpr.invars, args)
-    return _run_from(jaxpr, 0, env, acc, key, kont, None, primal, force, tape)
+    return _run_from(jaxpr, 0, env, acc, key, kont, None, primal, force, tape, region)
 
 
-def _run_from(jaxpr, start, env, acc, key, kont, salt=None, primal=False, force=None, tape=None):
+def _run_from(
+    jaxpr, start, env, acc, key, kont, salt=None, primal=False, force=None, tape=None, region=False
+):
     if salt is not None:
         key = jax.random.fold_in(key, salt)
     eqns = jaxpr.eqns
@@ -236,10 +240,20 @@ def _run_from(jaxpr, start, env, acc, key, kont, salt=None, primal=False, force=
                 def site_kont(x, salt=None, primal=False, i=i, eqn=eqn, key=key):
                     env2 = dict(env)
                     _write(env2, eqn.outvars, [_cast(x, eqn)])
-                    return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, kont, salt, primal)
+                    return _run_from(
+                        jaxpr, i + 1, env2, Acc.zero(), key, kont, salt, primal, region=region
+                    )
+
+                def outputs(x, salt, i=i, eqn=eqn, key=key):  # the map's outputs, primal
+                    env2 = dict(env)
+                    _write(env2, eqn.outvars, [_cast(x, eqn)])
+                    return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, None, salt, True)[0]
 
                 if eqn.params["batch_ndims"]:
-                    return finalize(acc, _batched_site(eqn, invals, key_i, site_kont))
+                    lanewise = region and eqn.params["batch_ndims"] == 1
+                    lanewise = lanewise and not _costs_after(jaxpr, i)
+                    inner = (outputs, kont) if lanewise else None
+                    return finalize(acc, _batched_site(eqn, invals, key_i, site_kont, inner))
                 return finalize(acc, strategy.estimate(key_i, distribution, site_kont))
             key_i = jax.random.fold_in(key, i) if shared else key
             value, acc = _local_site(eqn, invals, acc, key_i)
@@ -262,7 +276,9 @@ def _run_from(jaxpr, start, env, acc, key, kont, salt=None, primal=False, force=
                 def rest(outs, acc2, salt=None, primal=False, i=i, eqn=eqn, key=key):
                     env2 = dict(env)
                     _write(env2, eqn.outvars, outs)
-                    return _run_from(jaxpr, i + 1, env2, acc2, key, kont, salt, primal)
+                    return _run_from(
+                        jaxpr, i + 1, env2, acc2, key, kont, salt, primal, region=region
+                    )
 
                 return _structured(eqn, invals, acc, key_i, rest)
             outs, acc = _structured(eqn, invals, acc, key_i, None, primal)
@@ -343,6 +359,26 @@ def _local_site(eqn, invals, acc: Acc, key):
 # ------------------------------------------------------- continuation sites in lanes
 
 
+_LANES = "ppl_lanes"  # the vmap axis of `_lane_terms`
+PARTICLES = "ppl_particles"  # the name of the jit that ppl.particles wraps its map in
+
+
+@functools.lru_cache(maxsize=8192)
+def _has_cost(jaxpr: Jaxpr) -> bool:
+    return any(
+        eqn.primitive is cost_p or any(map(_has_cost, jaxprs_in_params(eqn.params)))
+        for eqn in jaxpr.eqns
+    )
+
+
+def _costs_after(jaxpr: Jaxpr, i: int) -> bool:
+    """Does anything after equation ``i`` of ``jaxpr`` add a cost?"""
+    return any(
+        eqn.primitive is cost_p or any(map(_has_cost, jaxprs_in_params(eqn.params)))
+        for eqn in jaxpr.eqns[i + 1 :]
+    )
+
+
 def _lane_shape(eqn) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
     """(batch shape, number of lanes, shape of one lane's value) of a site."""
     p = eqn.params
@@ -394,10 +430,10 @@ def _lane_terms(eqn, leaves: list, keys: jax.Array, lane_kont: Callable) -> jax.
         return estimate - sg(estimate)
 
     lanes = jnp.arange(keys.shape[0])
-    return jnp.sum(jax.vmap(one)(lanes, keys, leaves))
+    return jnp.sum(jax.vmap(one, axis_name=_LANES)(lanes, keys, leaves))
 
 
-def _batched_site(eqn, invals, key, site_kont) -> jax.Array:
+def _batched_site(eqn, invals, key, site_kont, inner=None) -> jax.Array:
     """A continuation site inside ``jax.vmap``/``ppl.particles``, ``L`` lanes.
 
     Every lane's value ``x_l`` is drawn; the surrogate is ``kont(x) + Σ_l (s_l -
@@ -408,6 +444,14 @@ def _batched_site(eqn, invals, key, site_kont) -> jax.Array:
     other lanes keep their sampled values, so code after the map (a sum, a logsumexp
     over particles, a sort) stays unbiased. With one lane the strategy runs as at an
     unbatched site.
+
+    Inside a ``ppl.particles`` map (``inner = (outputs, after)``: the map's outputs as a
+    function of the site's value, and the continuation after the map) the lanes are
+    independent until the map ends, so one run of the rest of the map with *every* lane
+    at its own alternative (gathered across the lanes with ``all_gather``) gives each
+    lane's outputs; lane ``l``'s continuation splices its outputs into those at the
+    sampled values and runs only the code after the map once per lane. The rest of the
+    map then costs ``S`` runs instead of ``B S``.
     """
     p = eqn.params
     batch, lanes, lane_shape = _lane_shape(eqn)
@@ -423,6 +467,15 @@ def _batched_site(eqn, invals, key, site_kont) -> jax.Array:
     def lane_kont(lane, v, salt):
         return site_kont(flat.at[lane].set(v).reshape(x.shape), salt, True)
 
+    if inner is not None:
+        outputs, after = inner
+        sampled = outputs(x, None)
+
+        def lane_kont(lane, v, salt):
+            every = jax.lax.all_gather(v, _LANES).reshape(x.shape)  # one value per lane
+            spliced = [s.at[lane].set(o[lane]) for s, o in zip(sampled, outputs(every, salt))]
+            return after(spliced, Acc.zero(), salt, True)
+
     keys = jax.random.split(key_lanes, lanes)
     return site_kont(x) + _lane_terms(eqn, leaves, keys, lane_kont)
 
@@ -434,7 +487,8 @@ def _structured(eqn, invals, acc, key, rest: Kont | None, primal: bool = False):
     name = eqn.primitive.name
     if name in _INLINE:
         jaxpr, consts = _open(eqn.params[_INLINE[name]])
-        return run(jaxpr, consts, invals, acc, key, rest, primal)
+        region = eqn.params.get("name") == PARTICLES
+        return run(jaxpr, consts, invals, acc, key, rest, primal, region=region)
     if name == "cond":
         return _cond(eqn, invals, acc, key, rest, primal)
     if name == "scan":

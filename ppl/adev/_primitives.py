@@ -161,7 +161,10 @@ def particles(
     whose distribution parameters vary along the mapped axis; a site whose
     distribution is the same for every lane would be drawn once and broadcast, as for
     any JAX function with unbatched inputs. ``particles`` marks every site inside
-    ``fn`` as batched, so each particle draws its own value.
+    ``fn`` as batched, so each particle draws its own value. The map is staged as a
+    ``jax.jit`` named ``ppl_particles``, which tells the interpreter that the particles
+    are independent until the map ends: continuation strategies at sites inside then
+    run the rest of the map once per alternative for all particles together.
 
     Args:
         fn: a function of ``*args`` that calls ``ppl.sample``.
@@ -177,11 +180,24 @@ def particles(
         if not isinstance(axes, tuple):
             axes = (axes,) * len(args)
 
+        if num_particles == 1 and all(ax is None or isinstance(ax, int) for ax in axes):
+            # no vmap: the sites stay unbatched, so continuation strategies run as
+            # anywhere else (enum stays exact) and nothing pays for a batch of one
+            args = [
+                a if ax is None else jax.tree.map(lambda x, ax=ax: jnp.take(x, 0, ax), a)
+                for a, ax in zip(args, axes)
+            ]
+            return jax.tree.map(lambda y: jnp.asarray(y)[None], fn(*args))
+
         def one(index, *args):
             with _lane(index):
                 return fn(*args)
 
-        return jax.vmap(one, in_axes=(0, *axes))(jnp.arange(num_particles), *args)
+        def mapped():  # a named jit marks the map for the interpreter (lane-wise continuations)
+            return jax.vmap(one, in_axes=(0, *axes))(jnp.arange(num_particles), *args)
+
+        mapped.__name__ = mapped.__qualname__ = "ppl_particles"
+        return jax.jit(mapped)()
 
     return run
 
