@@ -402,7 +402,23 @@ class _Force(NamedTuple):
         return jnp.where(self.active, replaced, drawn)
 
 
-def _lane_terms(eqn, leaves: list, keys: jax.Array, lane_kont: Callable) -> jax.Array:
+class _LaneKont:
+    """One lane's view of the continuation (see `_lane_terms`). ``sample`` is the lane's
+    drawn value where the caller knows it (else None); calling the view on that very
+    value returns the known value of the rest of the program, with no extra run."""
+
+    def __init__(self, fn, sample=None, value=None):
+        self.fn, self.sample, self.value = fn, sample, value
+
+    def __call__(self, v, salt=None, primal=False):
+        if self.sample is not None and v is self.sample and salt is None:
+            return self.value
+        return self.fn(v, salt)
+
+
+def _lane_terms(
+    eqn, leaves: list, keys: jax.Array, lane_kont: Callable, samples=None, value=None
+) -> jax.Array:
     """``Σ_l (s_l - sg(s_l))``: the derivative of every lane's estimator, value 0.
 
     ``leaves`` are the site's distribution and strategy leaves with one leading axis of
@@ -412,25 +428,27 @@ def _lane_terms(eqn, leaves: list, keys: jax.Array, lane_kont: Callable) -> jax.
     ``estimate`` on its own distribution, with a continuation that returns values only
     (``sg``), so the surrogate it returns carries exactly the derivative that reaches
     the expectation through that lane's distribution. All lanes, and every call a lane
-    makes, are evaluated in one ``jax.vmap``.
+    makes, are evaluated in one ``jax.vmap``. With ``samples`` (every lane's drawn value)
+    and ``value`` (the value of the rest of the program at them), each lane's view has
+    ``kont.sample``, on which it costs nothing (`MVD` uses it).
     """
     p = eqn.params
     _, _, lane_shape = _lane_shape(eqn)
     dtype = p["dtype"]
 
-    def one(lane, key, leaves):
+    def one(lane, key, leaves, sample):
         distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
         strategy = jax.tree.unflatten(p["strategy_tree"], leaves[p["num_dist"] :])
 
-        def kont(v, salt=None, primal=False):
+        def kont(v, salt=None):
             v = jnp.asarray(v).astype(dtype).reshape(lane_shape)
             return sg(lane_kont(lane, sg(v), salt))
 
-        estimate = strategy.estimate(key, distribution, kont)
+        estimate = strategy.estimate(key, distribution, _LaneKont(kont, sample, value))
         return estimate - sg(estimate)
 
     lanes = jnp.arange(keys.shape[0])
-    return jnp.sum(jax.vmap(one, axis_name=_LANES)(lanes, keys, leaves))
+    return jnp.sum(jax.vmap(one, axis_name=_LANES)(lanes, keys, leaves, samples))
 
 
 def _batched_site(eqn, invals, key, site_kont, inner=None) -> jax.Array:
@@ -477,7 +495,8 @@ def _batched_site(eqn, invals, key, site_kont, inner=None) -> jax.Array:
             return after(spliced, Acc.zero(), salt, True)
 
     keys = jax.random.split(key_lanes, lanes)
-    return site_kont(x) + _lane_terms(eqn, leaves, keys, lane_kont)
+    full = site_kont(x)
+    return full + _lane_terms(eqn, leaves, keys, lane_kont, flat, sg(full))
 
 
 # ------------------------------------------------------------ structured primitives
