@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "discrete_estimators.py"
+from tests._scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    if str(SCRIPT.parent) not in sys.path:  # the scripts import their shared _common module
-        sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("discrete_estimators", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("discrete_estimators")
 
 
 def test_quick_run_checks_exact_enumeration(bench, tmp_path):

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eight_schools.py"
+from tests._scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    if str(SCRIPT.parent) not in sys.path:  # the scripts import their shared _common module
-        sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("eight_schools", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("eight_schools")
 
 
 def test_the_exact_log_evidence_matches_importance_sampling_from_the_prior(bench):
