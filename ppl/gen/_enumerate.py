@@ -11,19 +11,20 @@ in parallel over the supports of the enumerated sites (tensor variable eliminati
 Obermeyer et al., ICML 2019), with plates as independent products and with
 ``numpyro.contrib.control_flow.scan`` (or ``markov``) chains eliminated in time linear in
 their length (the forward algorithm as a parallel-scan of transition matrices). The
-contraction itself is NumPyro's funsor-based ``_enum_log_density``; this module only
-puts ppl's values, parameters and keys at the sites and checks what would otherwise
-fail silently or run out of memory.
+contraction itself is NumPyro's funsor-based elimination (reached through
+``ppl.gen._funsor.contract``); this module only puts ppl's values, parameters and keys
+at the sites, decodes the summed-out sites afterwards, and checks what would
+otherwise fail silently or run out of memory.
 
 References:
     Obermeyer, Bingham, Jankowiak, Phan, Chen, Pradhan, Goodman. "Tensor variable
     elimination for plated factor graphs". ICML 2019.
+    Rush. "Torch-Struct: Deep structured prediction library". ACL 2020 (demo track).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -31,27 +32,15 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from numpyro import handlers
-from numpyro.distributions.batch_util import promote_batch_shape
 
 from ppl.adev._expectation import typed_key
-from ppl.gen._program import _marked, _program_name, _Score
+from ppl.gen._funsor import contract, promote_batch_shape, register_promote_batch_shape
+from ppl.gen._program import _enumerable_in_body, _marked, _program_name, _Score
 
 __all__ = ["enumerated_log_density", "infer_discrete", "posterior_discrete", "MAX_FACTOR_SIZE"]
 
 #: The largest number of elements one enumerated factor may have (2**28 float32 = 1 GiB).
 MAX_FACTOR_SIZE = 2**28
-
-
-def _import_funsor():
-    try:
-        import funsor
-        from numpyro.contrib.funsor import enum
-        from numpyro.contrib.funsor.infer_util import _enum_log_density
-    except ImportError as error:  # pragma: no cover - funsor is a declared dependency
-        raise ImportError(
-            "summing discrete model sites out needs funsor: pip install 'funsor>=0.4.8'."
-        ) from error
-    return funsor, enum, _enum_log_density
 
 
 class _EnumScore(_Score):
@@ -182,7 +171,7 @@ class _Tilted(dist.Distribution):
         return self.base.log_prob(value) + tilt
 
 
-@promote_batch_shape.register
+@register_promote_batch_shape(_Tilted)
 def _promote_tilted(d: _Tilted):
     """After ``scan`` stacks the steps: align the potential's (time, plates) dims."""
     base = promote_batch_shape(d.base)
@@ -235,7 +224,6 @@ def enumerated_log_density(
             factor too large for memory, or a dependence the declared Markov order
             (``history`` of ``scan``/``markov``) does not cover.
     """
-    funsor, enum, enum_log_density = _import_funsor()
     dry = _dry_run(program, choices, params, names, args, kwargs)
     missing = sorted(set(names) - set(dry.enumerated))
     if missing:
@@ -246,10 +234,7 @@ def enumerated_log_density(
     scorer = _EnumScore(program, choices, params, program, names)
     first_dim = -dry.plate_nesting - 1
     try:
-        with enum(first_available_dim=first_dim):
-            result, _, _ = enum_log_density(
-                scorer, args, kwargs, {}, funsor.ops.logaddexp, funsor.ops.add
-            )
+        result = contract(scorer, args, kwargs, first_dim, "sum")
     except (ValueError, TypeError) as error:
         message = str(error)
         if "Expected the joint log density is a scalar" not in message and not (
@@ -263,7 +248,7 @@ def enumerated_log_density(
             f"numpyro.contrib.control_flow.scan or numpyro.contrib.funsor.markov to the "
             f"longest dependence, or put the site in a plate that contains its parents."
         ) from error
-    return jnp.asarray(result.data), scorer.used
+    return result, scorer.used
 
 
 def infer_discrete(
@@ -278,16 +263,19 @@ def infer_discrete(
 ) -> dict:
     """Decode the summed-out sites of ``model`` given the data and the other choices.
 
-    With ``temperature=0`` the joint maximum a posteriori value
-    ``argmax_c p(c | x, z)`` (Viterbi), by differentiating the max-product
-    elimination (plates, ``markov`` loops and ``scan`` chains, at the cost of one
-    ``ppl.density``); with ``temperature=1`` a draw of the enumerated sites from their
-    exact posterior ``p(c | x, z)`` by NumPyro's ``infer_discrete`` (forward filtering,
-    backward sampling; not inside ``scan``, and costly for long ``markov`` loops);
-    ``vmap`` over keys for several draws.
+    With ``temperature=1`` one joint draw of the enumerated sites from their exact
+    posterior ``p(c | x, z)``; with ``temperature=0`` the joint maximum a posteriori
+    value ``argmax_c p(c | x, z)`` (Viterbi). Both are one backward pass through the
+    variable elimination that computes ``ppl.density`` (so they cost about as much as
+    a gradient of it: linear in the length of a ``markov`` loop or a ``scan`` chain,
+    with plates): the gradient of the max-product with respect to per-value
+    potentials ``θ`` added to the sites is the indicator of the MAP value, and the
+    sum-product whose logsumexp adjoints draw from their softmax (the sampling
+    semiring) marks a posterior draw: forward filtering, backward sampling, also
+    inside ``numpyro.contrib.control_flow.scan``. ``vmap`` over keys for several draws.
 
     Args:
-        key: a PRNG key (used when ``temperature=1``).
+        key: a PRNG key.
         model: the NumPyro model given to ``ppl.density``.
         choices: values of its other latent sites (for example one draw of the fitted
             guide, ``ppl.sim(guide, ...).choices``); may be empty.
@@ -298,62 +286,44 @@ def infer_discrete(
         **kwargs: the model's keyword arguments.
 
     Returns:
-        site name -> decoded value, for every enumerated site.
+        site name -> decoded value, for every enumerated site (a site in a ``scan``
+        body: its values stacked over the steps, as NumPyro's ``scan`` stacks them).
 
     Raises:
         ValueError: for ``temperature`` other than 0 or 1, and as ``ppl.density``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+        >>> import ppl
+        >>> def mixture(x):
+        ...     c = numpyro.sample("c", dist.Categorical(jnp.array([0.5, 0.5])))
+        ...     numpyro.sample("x", dist.Normal(jnp.array([-2.0, 2.0])[c], 1.0), obs=x)
+        >>> ppl.infer_discrete(jax.random.key(0), mixture, {}, 1.5, temperature=0,
+        ...                    enumerate=["c"])["c"]
+        Array(1, dtype=int32)
     """
     if temperature not in (0, 1):
         raise ValueError(f"infer_discrete: temperature must be 0 (MAP) or 1, got {temperature}.")
     key = typed_key(key, "infer_discrete")
-    _import_funsor()
-    from numpyro.contrib.funsor.discrete import _sample_posterior
-
     names = frozenset((enumerate,) if isinstance(enumerate, str) else enumerate)
     dry = _dry_run(model, choices, params, names, args, kwargs)
-    if dry.in_scan and temperature == 1:
-        raise ValueError(
-            f"infer_discrete cannot draw posterior samples (temperature=1) of the sites "
-            f"{sorted(dry.enumerated)} of {_program_name(model)} inside "
-            f"numpyro.contrib.control_flow.scan (NumPyro's infer_discrete has the same "
-            f"limit). Use temperature=0 for the MAP path, or sample from a version of the "
-            f"model that writes the chain as a short Python loop over "
-            f"numpyro.contrib.funsor.markov(range(T)) (same sites and parameters)."
-        )
     key_model, key_decode = jax.random.split(key)
-    if temperature == 0:
-        return _viterbi(model, choices, params, names, dry, key_model, args, kwargs)
-    scorer = _EnumScore(model, choices, params, model, names, key=key_model)
-    with handlers.block():
-        decoded = _sample_posterior(
-            scorer, -dry.plate_nesting - 1, temperature, key_decode, *args, **kwargs
-        )
-    return {name: decoded[name] for name in dry.enumerated if name in decoded}
-
-
-def _viterbi(model, choices, params, names, dry, key, args, kwargs) -> dict:
-    """Joint MAP by differentiating the max-product contraction.
-
-    ``m(θ) = max_c [log p(x, z, c) + Σ_sites θ_site[c_site]]`` has gradient
-    ``∂m/∂θ_site[k] = 1[c*_site = k]`` at ``θ = 0`` (where the maximizer ``c*`` is
-    unique): one backward pass through the same variable elimination that computes the
-    density, so the cost is that of ``ppl.density`` (linear in a ``markov`` chain's
-    length, where NumPyro's adjoint-based decoder grows with the joint support).
-    """
-    funsor, enum, enum_log_density = _import_funsor()
     zeros = {
         name: jnp.zeros((*dry.shapes[name], size)) for name, (_, size) in dry.enumerated.items()
     }
+    semiring = "max" if temperature == 0 else "sample"
 
-    def max_product(potentials):
-        scorer = _EnumScore(model, choices, params, model, names, key=key, potentials=potentials)
-        with handlers.block(), enum(first_available_dim=-dry.plate_nesting - 1):
-            result, _, _ = enum_log_density(
-                scorer, args, kwargs, {}, funsor.ops.max, funsor.ops.add
-            )
-        return jnp.asarray(result.data)
+    def eliminate(potentials):
+        """``m(θ) = ⊕_c [log p(x, z, c) + Σ_sites θ_site[c_site]]`` in ``semiring``."""
+        scorer = _EnumScore(
+            model, choices, params, model, names, key=key_model, potentials=potentials
+        )
+        first_dim = -dry.plate_nesting - 1
+        return contract(scorer, args, kwargs, first_dim, semiring, key=key_decode)
 
-    indicators = jax.grad(max_product)(zeros)
+    # ∂m/∂θ_site[k] at θ = 0 is 1[c_site = k] for the maximizer (max) or the draw
+    # (sampled adjoint): the value of each site is where its indicator is.
+    indicators = jax.grad(eliminate)(zeros)
     return {name: jnp.argmax(indicator, axis=-1) for name, indicator in indicators.items()}
 
 
@@ -370,9 +340,10 @@ def posterior_discrete(
     """Posterior draws of the model's summed-out sites, one per draw of the guide.
 
     For ``ppl.to_inference_data``: the sites of ``model_trace`` (a trace of ``model``)
-    marked for enumeration that ``draws`` lacks are drawn from ``p(c | x, z_s)`` for each
-    guide draw ``z_s`` (`infer_discrete` at temperature 1). Returns ``{}`` when there
-    are none.
+    that ``ppl.density`` sums out and ``draws`` lacks (marked for enumeration, or
+    discrete sites of a ``scan`` body, stacked over its steps) are drawn from
+    ``p(c | x, z_s)`` for each guide draw ``z_s`` (`infer_discrete` at temperature 1).
+    Returns ``{}`` when there are none.
     """
     summed = [
         name
@@ -380,18 +351,9 @@ def posterior_discrete(
         if site["type"] == "sample"
         and not site["is_observed"]
         and name not in draws
-        and _marked(site, ())
+        and (_marked(site, ()) or _in_scan_body(site) and _enumerable_in_body(site))
     ]
     if not summed:
-        return {}
-    first = {name: value[0] for name, value in draws.items()}
-    if _dry_run(model, first, params, (), args, kwargs).in_scan:
-        warnings.warn(
-            f"to_inference_data: the summed-out sites {summed} of {_program_name(model)} "
-            f"are not exported: posterior draws inside numpyro.contrib.control_flow.scan "
-            f"are not available (use ppl.infer_discrete(..., temperature=0) for the MAP).",
-            stacklevel=3,
-        )
         return {}
     keys = jax.random.split(key, num_draws)
 
@@ -400,3 +362,8 @@ def posterior_discrete(
 
     decoded = jax.jit(jax.vmap(one))(keys, dict(draws))
     return {name: decoded[name] for name in summed if name in decoded}
+
+
+def _in_scan_body(site: dict) -> bool:
+    """Whether a site of a trace was recorded in a ``numpyro.contrib.control_flow.scan``."""
+    return "_scan_current_index" in (site.get("infer") or {})

@@ -98,10 +98,21 @@ def _site_infos(trace: dict) -> dict:
 
 
 def _plate_coords(trace: dict) -> dict:
-    """Plate name -> the indices it ranges over (its subsample, if it subsamples)."""
-    return {
-        name: np.asarray(site["value"]) for name, site in trace.items() if site["type"] == "plate"
+    """Plate name -> the indices it ranges over (its subsample, if it subsamples).
+
+    A plate inside a ``scan`` body leaves no plate site in the trace, only the frames
+    of the body's sites: it ranges over ``0, ..., size - 1``.
+    """
+    coords = {
+        frame.name: np.arange(frame.size)
+        for site in trace.values()
+        if site["type"] == "sample"
+        for frame in site.get("cond_indep_stack", ())
     }
+    coords.update(
+        {name: np.asarray(site["value"]) for name, site in trace.items() if site["type"] == "plate"}
+    )
+    return coords
 
 
 def _dims(name: str, shape: tuple, info: _SiteInfo | None, coords: dict) -> list[str]:

@@ -409,10 +409,92 @@ def test_infer_discrete_decodes_each_sequence_of_a_plate_in_scan():
         assert got["z"][:, n].tolist() == _viterbi_path(ys[:, n], jnp.eye(K)[0])[1]
 
 
-def test_infer_discrete_samples_are_refused_in_scan():
-    ys = _sequence(jax.random.key(8), 4)
-    with pytest.raises(ValueError, match="inside numpyro.contrib.control_flow.scan.*markov"):
-        ppl.infer_discrete(jax.random.key(0), hmm, {}, ys, temperature=1)
+def _hmm_joint(ys, init=INIT):
+    """Paths (z0, z_1..z_T) of the HMM above and their exact posterior probabilities."""
+    paths = list(itertools.product(range(K), repeat=len(ys) + 1))
+    log_p = []
+    for path in paths:
+        terms = [jnp.log(init[path[0]])]
+        for t, y in enumerate(ys):
+            terms.append(jnp.log(TRANS[path[t], path[t + 1]]))
+            terms.append(dist.Normal(MEANS[path[t + 1]], 0.7).log_prob(y))
+        log_p.append(sum(terms))
+    return np.array(paths), np.asarray(jax.nn.softmax(jnp.array(log_p)))
+
+
+def _factorial_joint(ys):
+    """Paths ((u_1, v_1), ..., (u_T, v_T)) of factorial_hmm and their posterior."""
+    trans_u = jnp.array([[0.9, 0.1], [0.3, 0.7]])
+    paths = list(itertools.product(*[range(2), range(3)] * len(ys)))
+    log_p = []
+    for path in paths:
+        u, v, terms = [0, *path[0::2]], [0, *path[1::2]], []
+        for t, y in enumerate(ys):
+            terms.append(jnp.log(trans_u[u[t], u[t + 1]]) + jnp.log(TRANS[v[t], v[t + 1]]))
+            loc = jnp.array([-1.0, 1.0])[u[t + 1]] + MEANS[v[t + 1]]
+            terms.append(dist.Normal(loc, 0.5).log_prob(y))
+        log_p.append(sum(terms))
+    return np.array(paths), np.asarray(jax.nn.softmax(jnp.array(log_p)))
+
+
+def _within_standard_errors(draws, paths, probs, k=4.5):
+    """Joint frequencies of the drawn paths within k standard errors of probs.
+
+    Paths expected fewer than 10 times are pooled into one cell, where the normal
+    approximation of the binomial that the standard error assumes holds.
+    """
+    n = draws.shape[0]
+    index = {tuple(path): i for i, path in enumerate(paths.tolist())}
+    counts = np.bincount([index[tuple(d)] for d in draws.tolist()], minlength=len(paths))
+    rare = n * probs < 10
+    counts = np.append(counts[~rare], counts[rare].sum())
+    probs = np.append(probs[~rare], probs[rare].sum())
+    standard_error = np.sqrt(probs * (1 - probs) / n)
+    np.testing.assert_array_less(np.abs(counts / n - probs), k * standard_error + 1e-9)
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "scan",
+        pytest.param("markov", marks=pytest.mark.slow),
+        pytest.param("factorial", marks=pytest.mark.slow),
+    ],
+)
+def test_infer_discrete_samples_the_exact_joint_posterior_of_a_chain(version):
+    """Forward filtering, backward sampling (also in scan): joint frequencies of 4000
+    draws against the brute-force posterior over all paths, within 4.5 standard errors,
+    and the per-step marginals too."""
+    ys = jnp.array([-1.2, 0.3, 2.5]) if version != "factorial" else jnp.array([0.2, 1.1])
+    model = {"scan": hmm, "markov": hmm_markov, "factorial": factorial_hmm}[version]
+    keys = jax.random.split(jax.random.key(14), 4000)
+    decoded = jax.jit(jax.vmap(lambda key: ppl.infer_discrete(key, model, {}, ys)))(keys)
+    if version == "scan":
+        draws = np.concatenate([decoded["z0"][:, None], decoded["z"]], axis=1)
+    elif version == "markov":
+        draws = np.stack([decoded["z0"]] + [decoded[f"z_{t}"] for t in range(3)], axis=1)
+    else:
+        draws = np.stack([decoded["u"], decoded["v"]], axis=-1).reshape(4000, -1)
+    paths, probs = (_factorial_joint if version == "factorial" else _hmm_joint)(ys)
+    _within_standard_errors(draws, paths, probs)
+    for position in range(paths.shape[1]):  # the posterior marginal of each site
+        marginal = np.array([probs[paths[:, position] == k].sum() for k in range(K)])
+        _within_standard_errors(draws[:, position : position + 1], np.arange(K)[:, None], marginal)
+
+
+@pytest.mark.slow  # compiles a vmapped decoder besides the export (about 40 s loaded)
+def test_to_inference_data_exports_summed_out_sites_of_a_scan_body():
+    ys = jnp.stack([jnp.array([-1.2, 0.3, 2.5]), jnp.array([2.2, 1.9, -0.4])], axis=1)
+    idata = ppl.to_inference_data(
+        jax.random.key(0), lambda ys: None, {}, ys, model=sequences_hmm, num_samples=2000
+    )
+    z = idata.posterior["z"]
+    assert z.dims == ("chain", "draw", "z_dim_0", "sequences") and z.shape == (1, 2000, 3, 2)
+    assert idata.posterior_predictive["y"].dims == ("chain", "draw", "y_dim_0", "sequences")
+    for n in range(2):  # each sequence's posterior, z0 fixed at state 0
+        paths, probs = _hmm_joint(ys[:, n], init=jnp.eye(K)[0])
+        draws = np.concatenate([np.zeros((2000, 1), int), z.values[0, :, :, n]], axis=1)
+        _within_standard_errors(draws, paths, probs)
 
 
 # --- errors -------------------------------------------------------------------------
