@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
@@ -324,6 +325,18 @@ def infer_discrete(
     # ∂m/∂θ_site[k] at θ = 0 is 1[c_site = k] for the maximizer (max) or the draw
     # (sampled adjoint): the value of each site is where its indicator is.
     indicators = jax.grad(eliminate)(zeros)
+    if temperature == 1:  # a draw marks exactly one value of every element
+        indicators = {
+            name: eqx.error_if(
+                indicator,
+                jnp.any(jnp.sum(indicator != 0, axis=-1) != 1),
+                f"infer_discrete: the posterior draw of site '{name}' of "
+                f"{_program_name(model)} did not mark exactly one value per element (a "
+                f"part of the elimination ran outside ppl's sampled adjoint); please "
+                f"report this model. temperature=0 decodes it.",
+            )
+            for name, indicator in indicators.items()
+        }
     return {name: jnp.argmax(indicator, axis=-1) for name, indicator in indicators.items()}
 
 
