@@ -17,6 +17,14 @@ Two programs, each a ``jax.jit``-compiled gradient, timed in one process:
   (vectorized suffix runs) against the same program unrolled with a Python loop
   (where that still compiles in reasonable time), and against
   ``baseline(reinforce, b)`` inside the scan.
+* **Against GenJAX 1.0** (``--only genjax``): B vmapped Bernoulli lanes with ``enum`` or
+  ``mvd`` and a ``logsumexp`` after them, ppl and GenJAX's ``flip_enum``/``flip_mvd``
+  under ``modular_vmap`` timed in turns in one run: GenJAX (Python >= 3.12) in its own
+  interpreter (``--genjax``), driven through ``_genjax_worker.py``; without one, only
+  ppl's side runs. Also ppl alone on Categorical, Poisson, Geometric and
+  ``leave_one_out(4)`` lanes, and both libraries' gradient means against the exact
+  gradient. Its results go under their own key of the JSON (``--json-key``), and with
+  ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` set both processes run under that setting.
 
 Each configuration reports the compile time (tracing, ADEV's transformation, lowering
 and XLA compilation: ``jit(...).lower(...).compile()``) and the run time, the fastest of
@@ -28,12 +36,16 @@ table and the verdicts on the issue's targets, writes the JSON and the plot, and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +57,10 @@ import ppl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import discrete_estimators as sbn  # noqa: E402
-from _common import PAGE, machine_info, replace_section  # noqa: E402
+from _common import PAGE, ROOT, machine_info, replace_section  # noqa: E402
+from _jax_timing import call_keys, compile_stages, configure_dispatch, time_calls  # noqa: E402
+
+configure_dispatch()  # $JAX_CPU_ENABLE_ASYNC_DISPATCH, before the first computation (MEANS)
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = SCRIPT_DIR / "continuations.json"
@@ -266,6 +281,425 @@ def run_scan(args) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------- against GenJAX 1.0
+
+DEFAULT_GENJAX_PYTHON = Path("/work/genjax-venv/bin/python")
+DEFAULT_GENJAX_PLOT = (
+    SCRIPT_DIR.parent / "docs" / "img" / "continuations_genjax.png"
+)  # KEY = genjax
+LANE_THETA = (0.3, -0.7)
+CATEGORIES = jnp.arange(4.0)
+
+
+class LaneFamily(NamedTuple):
+    """A lane's distribution given ``theta`` and the lane's ``u_b``, and its values.
+
+    The lane's cost is ``-(x_b / scale - y_b)^2``; ``support`` is where the exact
+    gradient sums (all of it, or a truncation whose missing mass is reported).
+    """
+
+    distribution: Callable
+    scale: float
+    support: np.ndarray
+
+
+LANE_FAMILIES = {
+    "bernoulli": LaneFamily(
+        lambda theta, u_b: dist.Bernoulli(logits=theta[0] + theta[1] * u_b), 1.0, np.arange(2)
+    ),
+    "categorical": LaneFamily(
+        lambda theta, u_b: dist.Categorical(
+            logits=theta[0] * CATEGORIES / 3 + theta[1] * u_b * (CATEGORIES - 1.5)
+        ),
+        3.0,
+        np.arange(4),
+    ),
+    "poisson": LaneFamily(
+        lambda theta, u_b: dist.Poisson(jnp.exp(theta[0] + theta[1] * u_b)), 3.0, np.arange(30)
+    ),
+    "geometric": LaneFamily(
+        lambda theta, u_b: dist.Geometric(logits=theta[0] + theta[1] * u_b), 2.0, np.arange(40)
+    ),
+}
+LANE_STRATEGIES = {"enum": ppl.enum, "mvd": ppl.mvd, "leave_one_out(4)": ppl.leave_one_out(4)}
+# the rows GenJAX 1.0 has an estimator for, then the ones only ppl covers
+GENJAX_CASES = (("bernoulli", "enum"), ("bernoulli", "mvd"))
+COVERAGE_CASES = (
+    ("categorical", "enum"),
+    ("poisson", "mvd"),
+    ("geometric", "mvd"),
+    ("bernoulli", "leave_one_out(4)"),
+)
+
+
+def lane_data(lanes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The lanes' ``u_b`` (evenly spaced in [-1, 1]) and targets ``y_b`` (uniform)."""
+    u = np.linspace(-1.0, 1.0, lanes, dtype=np.float32)
+    y = np.asarray(jax.random.uniform(jax.random.key(5), (lanes,)), np.float32)
+    return u, y
+
+
+def lane_gradient(family: str, strategy: str, u: np.ndarray, y: np.ndarray) -> Callable:
+    """``(key, theta) -> grad`` of ``E[logsumexp_b -(x_b / scale - y_b)^2]``, lanes by vmap."""
+    lane_family, lane_strategy = LANE_FAMILIES[family], LANE_STRATEGIES[strategy]
+
+    @ppl.expectation
+    def objective(theta):
+        def lane(u_b, y_b):
+            x = ppl.sample(lane_family.distribution(theta, u_b), lane_strategy, name="x")
+            return -((x / lane_family.scale - y_b) ** 2)
+
+        return logsumexp(jax.vmap(lane)(u, y))
+
+    def gradient(key, theta):
+        (grad,) = objective.grad_estimate(key, theta)
+        return grad
+
+    return gradient
+
+
+def exact_lane_gradient(family: str, theta, u, y) -> tuple[np.ndarray, float]:
+    """The gradient by summing over every joint value of the lanes (and the mass left out)."""
+    lane_family = LANE_FAMILIES[family]
+    grid = np.stack(np.meshgrid(*[lane_family.support] * len(u), indexing="ij"), -1)
+    grid = jnp.asarray(grid.reshape(-1, len(u)))
+
+    def expected(theta):
+        log_p = sum(
+            lane_family.distribution(theta, u_b).log_prob(grid[:, b]) for b, u_b in enumerate(u)
+        )
+        values = logsumexp(-((grid / lane_family.scale - y) ** 2), axis=1)
+        return jnp.sum(jnp.exp(log_p) * values), jnp.sum(jnp.exp(log_p))
+
+    grad, mass = jax.grad(expected, has_aux=True)(jnp.asarray(theta))
+    return np.asarray(grad), float(1.0 - mass)
+
+
+class GenJAXWorker:
+    """GenJAX 1.0 in its own Python (``_genjax_worker.py``), answering over pipes.
+
+    It inherits this process's environment (``XLA_FLAGS``, the CPUs it may use) and
+    runs on the same JAX backend.
+    """
+
+    def __init__(self, python: Path):
+        env = {**os.environ, "JAX_PLATFORMS": jax.default_backend()}
+        command = [str(python), str(SCRIPT_DIR / "_genjax_worker.py")]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+
+    def request(self, op: str, **fields) -> dict:
+        self.process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the GenJAX worker exited (code {self.process.wait()})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"the GenJAX worker failed on {op!r}:\n{answer['error']}")
+        return answer
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.process.poll() is None:
+            self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+def _time_rounds(ours, theta, worker, request: dict | None, args) -> tuple[list, list, list]:
+    """``--lane-rounds`` rounds of ``--lane-calls`` calls of ppl and, if ``request``, GenJAX.
+
+    The two alternate within each round (which goes first alternates too) on the same
+    keys; returns ppl's and GenJAX's milliseconds per call and each round's ratio of
+    medians (GenJAX / ppl).
+    """
+    ppl_times, their_times, ratios = [], [], []
+    for round_ in range(args.lane_rounds):
+        seed = round_ * args.lane_calls
+        mine, theirs = [], []
+        for side in ("ppl", "genjax") if round_ % 2 == 0 else ("genjax", "ppl"):
+            if side == "ppl":
+                mine = time_calls(ours, call_keys(seed, args.lane_calls), theta)
+            elif request:
+                answer = worker.request("time", seed=seed, calls=args.lane_calls, **request)
+                theirs = answer["times_ms"]
+        ppl_times += mine
+        their_times += theirs
+        if theirs:
+            ratios.append(float(np.median(theirs) / np.median(mine)))
+    return ppl_times, their_times, ratios
+
+
+def _timing_fields(info: dict, times: list[float]) -> dict:
+    fields = ("compile_s", "trace_s", "lower_s", "xla_s", "equations", "hlo_lines")
+    return {
+        **{k: info[k] for k in fields},
+        "run_ms": float(np.median(times)),
+        "min_ms": float(np.min(times)),
+        "calls": len(times),
+    }
+
+
+def _draw_stats(draws: np.ndarray, exact: np.ndarray) -> dict:
+    """Mean, standard error and largest ``|z|`` of gradient draws against ``exact``."""
+    mean = draws.mean(axis=0)
+    stderr = draws.std(axis=0, ddof=1) / math.sqrt(draws.shape[0])
+    return {
+        "mean": mean.tolist(),
+        "stderr": stderr.tolist(),
+        "max_abs_z": float(np.max(np.abs(mean - exact) / stderr)),
+        "total_variance": float(np.sum(draws.var(axis=0, ddof=1))),
+    }
+
+
+def run_genjax(args) -> dict:
+    """ppl against GenJAX per lane count (interleaved), ppl-only coverage, gradient checks."""
+    theta = jnp.asarray(LANE_THETA, jnp.float32)
+    worker = GenJAXWorker(args.genjax) if args.genjax else None
+    rows, checks, compiled = [], [], {}
+
+    def compile_both(family, strategy, lanes):
+        u, y = lane_data(lanes)
+        fn = lane_gradient(family, strategy, u, y)
+        compiled[family, strategy, lanes], info = compile_stages(fn, (jax.random.key(0), theta))
+        jax.block_until_ready(compiled[family, strategy, lanes](jax.random.key(0), theta))
+        if worker is None or (family, strategy) not in GENJAX_CASES:
+            return info, None
+        data = {"u": u.tolist(), "y": y.tolist(), "theta": list(LANE_THETA)}
+        return info, worker.request("compile", strategy=strategy, **data)
+
+    with worker or contextlib.nullcontext():
+        genjax_info = worker.request("info") if worker else None
+        for lanes in args.lanes:
+            for family, strategy in GENJAX_CASES + (() if args.no_coverage else COVERAGE_CASES):
+                info, their_info = compile_both(family, strategy, lanes)
+                request = their_info and {"strategy": strategy, "lanes": lanes}
+                ours = compiled[family, strategy, lanes]
+                mine, theirs, ratios = _time_rounds(ours, theta, worker, request, args)
+                base = {"program": "lanes", "family": family, "strategy": strategy, "B": lanes}
+                rows.append({**base, "library": "ppl", **_timing_fields(info, mine)})
+                print(json.dumps(rows[-1]), flush=True)
+                if their_info:
+                    rows.append({**base, "library": "genjax", **_timing_fields(their_info, theirs),
+                                 "round_ratios": ratios})  # fmt: skip
+                    print(json.dumps(rows[-1]), flush=True)
+        for lanes in args.check_lanes:
+            first = lanes == min(args.check_lanes)
+            coverage = COVERAGE_CASES if first and not args.no_coverage else ()
+            for family, strategy in GENJAX_CASES + coverage:
+                if (family, strategy, lanes) not in compiled:
+                    compile_both(family, strategy, lanes)
+                exact, missing = exact_lane_gradient(family, theta, *lane_data(lanes))
+                keys = jax.random.split(jax.random.key(args.lane_seed), args.lane_draws)
+                ours = compiled[family, strategy, lanes]
+                draws = np.stack([np.asarray(ours(key, theta)) for key in keys])
+                check = {"family": family, "strategy": strategy, "B": lanes, "draws": len(keys),
+                         "exact": exact.tolist(), "missing_mass": missing,
+                         "ppl": _draw_stats(draws, exact)}  # fmt: skip
+                if worker and (family, strategy) in GENJAX_CASES:
+                    request = {"strategy": strategy, "lanes": lanes, "seed": args.lane_seed}
+                    answer = worker.request("draws", draws=args.lane_draws, **request)
+                    check["genjax"] = _draw_stats(np.asarray(answer["gradients"]), exact)
+                checks.append(check)
+                print(json.dumps(check), flush=True)
+    info = machine_info(
+        ppl_source=str(Path(ppl.__file__).resolve().parent),
+        xla_flags=os.environ.get("XLA_FLAGS", ""),
+        async_dispatch=configure_dispatch(),
+        cpus=len(os.sched_getaffinity(0)),
+    )
+    return {"machine": info, "genjax_machine": genjax_info, "rows": rows, "checks": checks}
+
+
+def genjax_verdicts(result: dict) -> list[str]:
+    """The issue's GenJAX targets, each met or missed, from `run_genjax`'s result."""
+    rows, checks, lines = result["rows"], result["checks"], []
+    for theirs in [r for r in rows if r["library"] == "genjax"]:
+        match = {k: theirs[k] for k in ("family", "strategy", "B")}
+        ratio = theirs["run_ms"] / _find(rows, library="ppl", **match)["run_ms"]
+        low, high = min(theirs["round_ratios"]), max(theirs["round_ratios"])
+        lines.append(
+            f"* {theirs['strategy']}, B = {theirs['B']}, *ppl at least as fast as GenJAX*: "
+            f"GenJAX's median time is {ratio:.2f}x ppl's (rounds {low:.2f}-{high:.2f}) — "
+            + ("**met**." if ratio >= 1 else "**missed**.")
+        )
+    covered = [c for c in checks if (c["family"], c["strategy"]) in COVERAGE_CASES]
+    timed = sorted({r["B"] for r in rows if (r["family"], r["strategy"]) in COVERAGE_CASES})
+    if timed:
+        worst = max((c["ppl"]["max_abs_z"] for c in covered), default=math.inf)
+        lines.append(
+            "* *ppl covers Categorical, Poisson, Geometric and leave_one_out too*: "
+            + ", ".join(f"{f} + {s}" for f, s in COVERAGE_CASES)
+            + f" run at B = {', '.join(map(str, timed))} and match the exact gradient at "
+            f"B = {', '.join(str(c['B']) for c in covered[:1])} (largest |z| {worst:.1f}) — "
+            + ("**met**." if len(covered) == len(COVERAGE_CASES) and worst < 4 else "**missed**.")
+        )
+    for library in ("ppl", "genjax"):
+        zs = [c[library]["max_abs_z"] for c in checks if library in c]
+        if zs:
+            lines.append(
+                f"* {'GenJAX' if library == 'genjax' else 'ppl'}: gradient means against the "
+                f"exact gradient, largest |z| {max(zs):.1f} over {len(zs)} checks — "
+                + ("unbiased within 4 standard errors." if max(zs) < 4 else "**off**.")
+            )
+    return lines
+
+
+def genjax_table(result: dict) -> str:
+    """Markdown tables: the timings side by side, then the gradient checks."""
+    rows = result["rows"]
+    lines = [
+        "| family | strategy | B | ppl compile (s) | GenJAX compile (s) | ppl run (ms) "
+        "| GenJAX run (ms) | GenJAX / ppl | jaxpr equations ppl / GenJAX |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for ours in [r for r in rows if r["library"] == "ppl"]:
+        match = {k: ours[k] for k in ("family", "strategy", "B")}
+        theirs = _find(rows, library="genjax", **match)
+        if theirs:
+            cells = [f"{theirs['compile_s']:.2f}", f"{theirs['run_ms']:.3f}",
+                     f"{theirs['run_ms'] / ours['run_ms']:.2f}",
+                     f"{ours['equations']} / {theirs['equations']}"]  # fmt: skip
+        else:
+            cells = ["", "", "", str(ours["equations"])]
+        lines.append(
+            f"| {ours['family']} | {ours['strategy']} | {ours['B']} | {ours['compile_s']:.2f} "
+            f"| {cells[0]} | {ours['run_ms']:.3f} | {cells[1]} | {cells[2]} | {cells[3]} |"
+        )
+    if not result["checks"]:
+        return "\n".join(lines)
+    lines += [
+        "",
+        "| family | strategy | B | exact gradient | library | mean ± s.e. (draws) | max \\|z\\| "
+        "| total variance |",
+        "|---|---|---:|---|---|---|---:|---:|",
+    ]
+    for c in result["checks"]:
+        exact = ", ".join(f"{g:.4f}" for g in c["exact"])
+        for library in ("ppl", "genjax"):
+            if library not in c:
+                continue
+            stats = c[library]
+            mean = ", ".join(f"{m:.4f} ± {s:.1e}" for m, s in zip(stats["mean"], stats["stderr"]))
+            lines.append(
+                f"| {c['family']} | {c['strategy']} | {c['B']} | {exact} "
+                f"| {'GenJAX' if library == 'genjax' else 'ppl'} | {mean} ({c['draws']}) "
+                f"| {stats['max_abs_z']:.1f} | {stats['total_variance']:.3g} |"
+            )
+    return "\n".join(lines)
+
+
+def genjax_plot(result: dict, path: Path) -> None:
+    """Run time and compile time against the lane count, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    rows = result["rows"]
+    cases = sorted({(r["library"], r["family"], r["strategy"]) for r in rows})
+    for library, family, strategy in cases:
+        sel = [r for r in rows if (r["library"], r["family"], r["strategy"]) ==
+               (library, family, strategy)]  # fmt: skip
+        ours = library == "ppl"
+        gen_case = (family, strategy) in GENJAX_CASES
+        style = "-" if ours and gen_case else ("--" if not ours else ":")
+        label = f"{'ppl' if ours else 'GenJAX'} {family} {strategy}"
+        for ax, field in zip(axes, ("run_ms", "compile_s")):
+            ax.plot([r["B"] for r in sel], [r[field] for r in sel], style,
+                    marker="o" if ours else "s", label=label)  # fmt: skip
+    titles = ("gradient run time (median)", "compile time (trace, lower, XLA)")
+    for ax, title, ylabel in zip(axes, titles, ("ms per gradient", "s")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("lanes B")
+        ax.set_ylabel(ylabel)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+GENJAX_RERUN = (
+    "The comparison above rerun for GenJAX's cases only, with "
+    "`JAX_CPU_ENABLE_ASYNC_DISPATCH=false` in the environment: `benchmarks/_jax_timing.py` "
+    "applies it in both processes before their first computation, so JAX's CPU client "
+    "runs every call inline in the calling thread (by default it may hand a call to "
+    "another thread, which waits for that thread to be scheduled)."
+)
+
+
+def genjax_description(result: dict) -> str:
+    """What the GenJAX comparison measures, with the run's sizes."""
+    args = result["args"]
+    draws = int(args.get("lane_draws", 0))
+    return (
+        "The same program in ppl and in GenJAX 1.0's ADEV (`genjax.adev`), one gradient each, "
+        "side by side in one script run: B lanes (`jax.vmap` in ppl, `modular_vmap` in "
+        "GenJAX); lane b draws x_b ~ Bernoulli(logits θ₀ + θ₁ u_b), u_b evenly spaced in "
+        "[-1, 1], with `ppl.enum` or `ppl.mvd` (GenJAX: `flip_enum`, `flip_mvd` on "
+        "sigmoid(logits)) and costs -(x_b - y_b)², y_b fixed uniform draws; the objective is "
+        "the logsumexp of the B costs, the gradient is with respect to θ = "
+        f"{tuple(LANE_THETA)}, and each library's gradient function is compiled with "
+        "`jax.jit` (GenJAX: `seed(objective.grad_estimate)`). GenJAX runs in its own Python "
+        "(`benchmarks/_genjax_worker.py`, a worker process with the same environment and "
+        "settings). For each B and strategy both compile (tracing with the library's "
+        "transformation, lowering and XLA: *compile*), make one call, then alternate for "
+        f"{args.get('lane_rounds')} rounds of {args.get('lane_calls')} calls on the same keys "
+        "(which library goes first alternates too); *run* is the median call, and the ratio's "
+        "range over the rounds shows the shared machine's spread. The ppl-only rows are the "
+        "same program with Categorical lanes (4 values, `enum`), Poisson and Geometric lanes "
+        "(`mvd`) and Bernoulli lanes with `leave_one_out(4)`; their lane cost is "
+        "-(x_b / s - y_b)² with s = 3, 3, 2. The second table checks the estimators: the "
+        f"mean of {draws:,} gradient draws (the same keys for both libraries) against the "
+        "exact gradient, a sum over every joint value of the lanes (Poisson and Geometric "
+        "truncated at 30 and 40 values per lane; the mass left out is in the JSON)."
+    )
+
+
+def genjax_section_text(result: dict, markdown: str, lines: list[str], plot: Path) -> str:
+    info, theirs = result["machine"], result["genjax_machine"]
+    key = result["args"].get("json_key", "genjax")
+    flags = info["xla_flags"] or "(unset)"
+    checkout = info.get("ppl_source", "") in ("", str((ROOT / "ppl").resolve()))
+    revision = f"commit {info['ppl_revision']}" if checkout else f"from `{info['ppl_source']}`"
+    settings = (
+        f"`XLA_FLAGS={flags}`, `jax_cpu_enable_async_dispatch={info.get('async_dispatch', True)}`"
+    )
+    genjax = (
+        f"GenJAX {theirs['genjax']} on JAX {theirs['jax']}, Python {theirs['python']}"
+        if theirs
+        else "GenJAX not run (no interpreter given)"
+    )
+    arguments = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in result["args"].items()
+                         if k in ("lanes", "lane_rounds", "lane_calls", "json_key"))  # fmt: skip
+    return "\n\n".join(
+        [
+            "### Against GenJAX 1.0: Bernoulli sites in vmapped lanes"
+            if key == "genjax"
+            else f"#### The same comparison with {settings}",
+            f"Generated by `python benchmarks/continuations.py --only genjax --docs` ({arguments}; "
+            "the text around the numbers is kept in `benchmarks/continuations.py`).",
+            genjax_description(result) if key == "genjax" else GENJAX_RERUN,
+            markdown,
+            "Targets:",
+            "\n".join(lines),
+            f"![ppl and GenJAX gradients against the lane count](img/{plot.name})",
+            f"Machine: {info['cpus']} CPU cores ({info['cpu']}), shared; ppl {info['ppl']} "
+            f"({revision}) on JAX {info['jax']}, Python {info['python']}; "
+            f"{genjax}; the same settings ({settings}) in both processes; "
+            f"measured {info['date']}. Raw numbers under `{key}` in "
+            "`benchmarks/continuations.json`.",
+        ]
+    )
+
+
 # ------------------------------------------------------------------------ report
 
 
@@ -439,41 +873,99 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--draws", type=int, default=100)
-    parser.add_argument("--only", choices=["iwae", "scan"], default=None)
+    parser.add_argument("--only", choices=["iwae", "scan", "genjax"], default=None)
+    parser.add_argument(
+        "--genjax",
+        default=DEFAULT_GENJAX_PYTHON if DEFAULT_GENJAX_PYTHON.exists() else None,
+        type=Path,
+        help="the Python (>= 3.12) of an environment with genjax 1.0 installed; without "
+        f"one (default {DEFAULT_GENJAX_PYTHON} if it exists) only ppl's side of that "
+        "comparison runs",
+    )
+    parser.add_argument("--lanes", type=int, nargs="+", default=[4, 16, 64, 256])
+    parser.add_argument("--lane-rounds", type=int, default=10)
+    parser.add_argument("--lane-calls", type=int, default=20)
+    parser.add_argument("--lane-draws", type=int, default=2000)
+    parser.add_argument("--lane-seed", type=int, default=11)
+    parser.add_argument("--check-lanes", type=int, nargs="*", default=[4, 16])
+    parser.add_argument(
+        "--no-coverage",
+        action="store_true",
+        help="time only the sites GenJAX has an estimator for (no ppl-only rows)",
+    )
+    parser.add_argument(
+        "--json-key",
+        default="genjax",
+        help="the key of --json that holds the GenJAX comparison (another key, and its own "
+        "docs section, for a rerun with other settings such as XLA_FLAGS)",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
     parser.add_argument(
+        "--genjax-plot", type=Path, default=None, help="default docs/img/continuations_KEY.png"
+    )
+    parser.add_argument("--page", type=Path, default=PAGE)
+    parser.add_argument(
+        "--from-json",
+        action="store_true",
+        help="rebuild the GenJAX comparison's table, plot and section from --json (no runs)",
+    )
+    parser.add_argument(
         "--docs",
         action="store_true",
-        help="replace the section of docs/benchmarks.md with the table and verdicts (the "
+        help="replace the sections of docs/benchmarks.md with the tables and verdicts (the "
         "findings there are written by hand)",
     )
     args = parser.parse_args(argv)
     rows = []
+    if args.from_json and args.only != "genjax":
+        parser.error("--from-json rebuilds the GenJAX comparison only: add --only genjax")
     if args.only in (None, "iwae"):
         rows += run_iwae(args)
     if args.only in (None, "scan"):
         rows += run_scan(args)
-    info = machine_info()
-    lines = verdicts(rows, args) if args.only is None else []
-    markdown = table(rows)
-    print(markdown)
-    print("\n".join(lines))
-    args.json.write_text(
-        json.dumps(
-            {
-                "machine": info,
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "rows": rows,
-                "verdicts": lines,
-            },
-            indent=1,
-        )  # fmt: skip
-    )
-    if args.only is None:
-        plot(rows, args.plot)
-    if args.docs and args.only is None:
-        replace_section(PAGE, SECTION, section_text(markdown, lines, info))
+    if rows:
+        info = machine_info()
+        lines = verdicts(rows, args) if args.only is None else []
+        markdown = table(rows)
+        print(markdown)
+        print("\n".join(lines))
+        arguments = {k: str(v) for k, v in vars(args).items()}
+        update_json(args.json, machine=info, args=arguments, rows=rows, verdicts=lines)
+        if args.only is None:
+            plot(rows, args.plot)
+        if args.docs and args.only is None:
+            replace_section(args.page, SECTION, section_text(markdown, lines, info))
+    if args.only in (None, "genjax"):
+        if args.genjax is not None and not Path(args.genjax).exists():
+            print(f"note: {args.genjax} does not exist", flush=True)
+            args.genjax = None
+        if args.genjax is None and not args.from_json:
+            print("note: no GenJAX interpreter (--genjax); measuring ppl's side only", flush=True)
+        if args.from_json:
+            result = json.loads(args.json.read_text())[args.json_key]
+        else:
+            result = run_genjax(args)
+            result["args"] = {k: str(v) for k, v in vars(args).items()}
+        result["verdicts"] = genjax_verdicts(result)
+        markdown = genjax_table(result)
+        print(markdown)
+        print("\n".join(result["verdicts"]))
+        update_json(args.json, **{args.json_key: result})
+        plot_path = args.genjax_plot or DEFAULT_GENJAX_PLOT.with_name(
+            f"continuations_{args.json_key}.png"
+        )
+        genjax_plot(result, plot_path)
+        if args.docs:
+            section = genjax_section_text(result, markdown, result["verdicts"], plot_path)
+            name = f"continuations-{args.json_key}".replace("_", "-")  # continuations-genjax
+            replace_section(args.page, name, section)
+
+
+def update_json(path: Path, **entries) -> None:
+    """Set ``entries`` at the top level of the JSON file ``path``, keeping its other keys."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**data, **entries}, indent=1))
 
 
 def section_text(markdown: str, lines: list[str], info: dict) -> str:
