@@ -24,6 +24,7 @@ from ppl.adev import leave_one_out as leave_one_out
 from ppl.adev import log_prob as log_prob
 from ppl.adev import mvd as mvd
 from ppl.adev import particles as particles
+from ppl.adev import plate as plate
 from ppl.adev import reinforce as reinforce
 from ppl.adev import reparam as reparam
 from ppl.adev import sample as sample
@@ -53,6 +54,7 @@ __all__ = [
     "sample",
     "add_cost",
     "particles",
+    "plate",
     "Strategy",
     "LocalStrategy",
     "Draw",

@@ -6,6 +6,7 @@ from ppl.adev._log_prob import log_prob as log_prob
 from ppl.adev._primitives import SiteInfo as SiteInfo
 from ppl.adev._primitives import add_cost as add_cost
 from ppl.adev._primitives import particles as particles
+from ppl.adev._primitives import plate as plate
 from ppl.adev._primitives import sample as sample
 from ppl.adev._strategies import MVD as MVD
 from ppl.adev._strategies import Baseline as Baseline
@@ -34,6 +35,7 @@ __all__ = [
     "sample",
     "add_cost",
     "particles",
+    "plate",
     "Strategy",
     "LocalStrategy",
     "Draw",

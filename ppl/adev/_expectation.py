@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.adev._interpreter import Acc, finalize, run
+from ppl.adev._interpreter import Acc, run, terminal
 
 __all__ = ["Expectation", "expectation", "typed_key"]
 
@@ -92,7 +92,7 @@ class Expectation:
             flat_args,
             Acc.zero(),
             key,
-            lambda values, acc, salt, primal: finalize(acc, values[0].astype(acc.cost.dtype)),
+            terminal,
         )
 
     def estimate(self, key: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxprs_in_params
 
 from ppl.adev._primitives import SiteInfo, cost_p, sample_p
+from ppl.adev._strategies import elementwise_scores
 
 sg = jax.lax.stop_gradient
 
@@ -73,6 +74,18 @@ def finalize(acc: Acc, value: jax.Array) -> jax.Array:
     """The surrogate of a program whose sites are summarized by ``acc``."""
     total = acc.cost + value
     return total + sg(total) * acc.score - acc.offset
+
+
+def terminal(values: list, acc: Acc, salt=None, primal: bool = False) -> jax.Array:
+    """The continuation after the whole program: its surrogate, from its return value.
+
+    Marked ``terminal``: a run whose continuation this is knows that nothing but its own
+    return value follows, which lets score-function sites leave out what cannot depend
+    on them (see `_Deferred`)."""
+    return finalize(acc, jnp.asarray(values[0]).astype(acc.cost.dtype))
+
+
+terminal.terminal = True
 
 
 # The rest of the program: (outputs, accumulator, salt, primal) -> final surrogate. A
@@ -213,6 +226,9 @@ def _run_from(
     eqns = jaxpr.eqns
     # With one user the key passes through unchanged (one PRNG call fewer per draw).
     shared = _key_users(jaxpr) > 1
+    # score-function sites of this run, and the costs it adds, until they are settled
+    deferred: list[_Deferred] = []
+    costs: list[_Cost] = []
     for i in range(start, len(eqns)):
         eqn = eqns[i]
         invals = [_read(env, v) for v in eqn.invars]
@@ -249,6 +265,7 @@ def _run_from(
                     _write(env2, eqn.outvars, [_cast(x, eqn)])
                     return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, None, salt, True)[0]
 
+                acc = _settle(jaxpr, deferred, costs, acc)
                 if eqn.params["batch_ndims"]:
                     lanewise = region and eqn.params["batch_ndims"] == 1
                     lanewise = lanewise and not _costs_after(jaxpr, i)
@@ -256,10 +273,14 @@ def _run_from(
                     return finalize(acc, _batched_site(eqn, invals, key_i, site_kont, inner))
                 return finalize(acc, strategy.estimate(key_i, distribution, site_kont))
             key_i = jax.random.fold_in(key, i) if shared else key
-            value, acc = _local_site(eqn, invals, acc, key_i)
+            value, site = _local_site(eqn, invals, key_i, i)
+            if site is not None:
+                deferred.append(site)
             _write(env, eqn.outvars, [value])
         elif prim is cost_p:
             acc = acc._replace(cost=acc.cost + jnp.sum(invals[0]))
+            if not primal:
+                costs.append(_Cost(i, invals[0], eqn.params.get("plates", ())))
         else:
             has, cont = _eqn_sites(eqn)
             if not has:
@@ -280,10 +301,18 @@ def _run_from(
                         jaxpr, i + 1, env2, acc2, key, kont, salt, primal, region=region
                     )
 
+                acc = _settle(jaxpr, deferred, costs, acc)
                 return _structured(eqn, invals, acc, key_i, rest)
+            before = acc.cost
             outs, acc = _structured(eqn, invals, acc, key_i, None, primal)
+            if not primal and any(map(_has_cost, jaxprs_in_params(eqn.params))):
+                costs.append(_Cost(i, acc.cost - before, ()))
             _write(env, eqn.outvars, outs)
     outs = [_read(env, v) for v in jaxpr.outvars]
+    if kont is not None and getattr(kont, "terminal", False):
+        acc = _settle(jaxpr, deferred, costs, acc, outs[0])
+    else:
+        acc = _settle(jaxpr, deferred, costs, acc)
     return (outs, acc) if kont is None else kont(outs, acc, salt, primal)
 
 
@@ -328,32 +357,145 @@ def _primal_site(eqn, invals, key):
     return _cast(_per_lane(eqn, invals, key, draw), eqn)
 
 
-def _local_site(eqn, invals, acc: Acc, key):
-    """Draw at a site whose strategy needs no continuation; update the sums."""
+def _local_site(eqn, invals, key, index: int):
+    """Draw at a site whose strategy needs no continuation: ``(value, _Deferred or
+    None)``, the latter holding its score terms (one per element where the strategy's
+    score keeps them, see `ppl.score`) until the run settles them."""
     p = eqn.params
     scored = []
 
     def draw(key, leaves):
         distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
         strategy = jax.tree.unflatten(p["strategy_tree"], leaves[p["num_dist"] :])
-        value, score, baseline = strategy.draw(key, distribution)
+        with elementwise_scores():
+            value, score, baseline = strategy.draw(key, distribution)
         scored.append(score is not None)
         zero = jnp.zeros((), jnp.result_type(float))
-        return (
-            value,
-            zero if score is None else score,
-            zero if baseline is None else jnp.sum(baseline),
-        )
+        score = zero if score is None else score
+        if baseline is None:
+            baseline = zero
+        elif jnp.broadcast_shapes(jnp.shape(baseline), jnp.shape(score)) != jnp.shape(score):
+            baseline = jnp.sum(baseline)  # one baseline for the whole site
+        return value, score, jnp.broadcast_to(baseline, jnp.shape(score))
 
     value, score, baseline = _per_lane(eqn, invals, key, draw)
     value = _cast(value, eqn)
-    if scored[0]:
-        acc = Acc(
-            acc.score + jnp.sum(score),
-            acc.offset + jnp.sum(sg(acc.cost + baseline) * score),
-            acc.cost,
-        )
-    return value, acc
+    if not scored[0]:
+        return value, None
+    return value, _Deferred(index, score, baseline, p.get("plates", ()))
+
+
+# ------------------------------------------- score-function sites: what they multiply
+
+
+class _Deferred(NamedTuple):
+    """A score-function site whose terms wait until the run knows the costs after it.
+
+    ``score`` holds the zero-valued terms ``log p(x_e) - sg(log p(x_e))``, one per
+    element ``e`` of the site's lanes and batch (or one for the whole site), and
+    ``baseline`` one baseline per term. When the run settles it (`_settle`), element
+    ``e`` gets the coefficient ``sg(D_e - b_e)``, where ``D_e`` sums the costs whose
+    value depends on the site by the program's data flow (read off the jaxpr), each
+    summed over every dimension except the plates it shares with the site, where it
+    keeps only element ``e``. A cost that cannot depend on the site adds zero to the
+    site's expected gradient, and so does element ``e'`` of a cost in a plate the site
+    shares, for ``e' != e``: leaving them out keeps the estimator unbiased and lowers
+    its variance (Rao-Blackwellization; Schulman et al. 2015, "Gradient Estimation
+    Using Stochastic Computation Graphs", sec. 3; Pyro's and NumPyro's
+    ``TraceGraph_ELBO``).
+    """
+
+    index: int  # the site's equation in the run's jaxpr
+    score: jax.Array
+    baseline: jax.Array
+    plates: tuple  # ((name, dim), ...), dims counted from the right of the batch
+
+
+class _Cost(NamedTuple):
+    """A cost added in a run: its equation, its value and its plates."""
+
+    index: int
+    value: jax.Array
+    plates: tuple
+
+
+@functools.lru_cache(maxsize=8192)
+def _dependence(jaxpr: Jaxpr) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Which sample equations of ``jaxpr`` each equation's inputs, and each output of
+    ``jaxpr``, depend on, by data flow: one bitmask each, bit ``i`` for equation ``i``.
+    An equation holding a sub-program is taken to connect each output to every input."""
+    deps: dict = {}
+    masks = []
+    for i, eqn in enumerate(jaxpr.eqns):
+        mask = 0
+        for v in eqn.invars:
+            if not isinstance(v, Literal):
+                mask |= deps.get(v, 0)
+        masks.append(mask)
+        if eqn.primitive is sample_p:
+            mask |= 1 << i
+        for v in eqn.outvars:
+            deps[v] = mask
+    outs = tuple(0 if isinstance(v, Literal) else deps.get(v, 0) for v in jaxpr.outvars)
+    return tuple(masks), outs
+
+
+def _aligned(cost: _Cost, site: _Deferred) -> jax.Array:
+    """``cost`` as the site's elements see it: summed over every dimension but the
+    plates it shares with the site, those moved to the site's dimensions (size 1
+    elsewhere), so it broadcasts against ``site.score``."""
+    value, shape = jnp.asarray(cost.value), jnp.shape(site.score)
+    pairs = []
+    for name, dim in site.plates:
+        for other, cdim in cost.plates:
+            if (
+                name == other
+                and -dim <= len(shape)
+                and -cdim <= value.ndim
+                and value.shape[cdim] == shape[dim]
+            ):
+                pairs.append((value.ndim + cdim, len(shape) + dim))
+    if not pairs:
+        return jnp.sum(value)
+    pairs.sort(key=lambda pair: pair[1])
+    kept = [c for c, _ in pairs]
+    reduced = jnp.sum(value, axis=tuple(a for a in range(value.ndim) if a not in kept))
+    reduced = jnp.transpose(reduced, [sorted(kept).index(c) for c in kept])
+    target = [1] * len(shape)
+    for _, d in pairs:
+        target[d] = shape[d]
+    return reduced.reshape(target)
+
+
+def _settle(jaxpr, deferred: list, costs: list, acc: Acc, value=None) -> Acc:
+    """Fold the deferred sites of a run into ``acc`` (and empty ``deferred``).
+
+    With ``value`` (the run's return value, where nothing else follows the run) element
+    ``e`` of a site gets the term ``score_e sg(D_e + [value] - b_e)``, ``[value]`` only
+    where the return value depends on the site. Otherwise the rest of the program is
+    not known here: the terms go into the sums of `Acc`, whose final value ``V``
+    supplies it, as ``score_e sg(V - C + D_e - b_e)`` with ``C`` the costs so far.
+    """
+    if not deferred:
+        return acc
+    masks, outs = _dependence(jaxpr)
+    score, offset, total = acc
+    extra = jnp.zeros((), total.dtype)
+    for site in deferred:
+        bit = 1 << site.index
+        dependent = jnp.zeros((), total.dtype)
+        for cost in costs:
+            if masks[cost.index] & bit:
+                dependent = dependent + _aligned(cost, site)
+        z, b = site.score, site.baseline
+        if value is None:
+            score = score + jnp.sum(z)
+            offset = offset + jnp.sum(z * sg(total - dependent + b))
+        else:
+            after = dependent + value if outs[0] & bit else dependent
+            extra = extra + jnp.sum(z * sg(after - b))
+    deferred.clear()
+    return Acc(score, offset, total + extra)
 
 
 # ------------------------------------------------------- continuation sites in lanes

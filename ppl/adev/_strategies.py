@@ -23,8 +23,10 @@ Two kinds of rules:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -63,14 +65,33 @@ sg = jax.lax.stop_gradient
 Continuation = Callable[..., jax.Array]  # kont(value, salt=None, primal=False) -> scalar
 
 
+_scores = threading.local()  # .elementwise: score() keeps the batch dimensions
+
+
 def score(distribution: Any, value: jax.Array) -> jax.Array:
     """The zero-valued REINFORCE term ``log p_θ(x) - sg(log p_θ(x))`` for ``value``.
 
     Its value is 0 and its gradient is ``∇_θ log p_θ(x)``, summed over the batch (exact
-    also where NumPyro's own derivative is not, see `ppl.log_prob`).
+    also where NumPyro's own derivative is not, see `ppl.log_prob`). Inside a
+    `LocalStrategy`'s ``draw`` it keeps the batch dimensions instead (one term per
+    element), which lets the interpreter multiply each element's score by the costs
+    that element can change (see `ppl.plate`); sum it there if a rule needs a scalar.
     """
-    log_p = jnp.sum(log_prob(distribution, sg(value)))
+    log_p = log_prob(distribution, sg(value))
+    if not getattr(_scores, "elementwise", False):
+        log_p = jnp.sum(log_p)
     return log_p - sg(log_p)
+
+
+@contextlib.contextmanager
+def elementwise_scores():
+    """`score` keeps the batch dimensions while this is active (the interpreter's draws)."""
+    before = getattr(_scores, "elementwise", False)
+    _scores.elementwise = True
+    try:
+        yield
+    finally:
+        _scores.elementwise = before
 
 
 class Strategy(eqx.Module):
@@ -158,8 +179,8 @@ class LocalStrategy(Strategy):
         f = kont(value)
         if score_term is None:
             return f
-        b = 0.0 if b is None else b
-        return f + sg(f - b) * score_term
+        b = 0.0 if b is None else jnp.sum(b)
+        return f + sg(f - b) * jnp.sum(score_term)
 
 
 def _require(condition: bool, site: Any, message: str) -> None:
@@ -235,7 +256,10 @@ class Baseline(LocalStrategy):
         value, score_term, _ = self.strategy.draw(key, distribution)
         b = jnp.asarray(self.value, dtype=jnp.result_type(float))
         if self.learn:
-            learned = b - sg(b)
+            # spread over the score's elements, so that b's gradient is the mean over
+            # them of (cost - b), whether or not the scores are kept per element
+            share = 1 if score_term is None else max(jnp.size(score_term) // max(jnp.size(b), 1), 1)
+            learned = (b - sg(b)) / share
             score_term = learned if score_term is None else score_term + learned
         return Draw(value, score_term, sg(b))
 

@@ -23,8 +23,11 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.primitives import Messenger
 
 from ppl.adev import (
+    Baseline,
+    Detached,
     Draw,
     LocalStrategy,
+    Reinforce,
     Reparam,
     SiteInfo,
     Strategy,
@@ -32,6 +35,7 @@ from ppl.adev import (
     log_prob,
     sample,
 )
+from ppl.adev._primitives import _plate_frames
 
 __all__ = ["Trace", "Family", "sim", "density", "param_value", "site_log_densities"]
 
@@ -182,6 +186,9 @@ class _Simulate(_Runner):
 
     def __init__(self, fn, params, strategies, program):
         self.strategies = strategies
+        self.control_flow = False  # a scan/cond body ran (its plates are not per site)
+        self.continuation = False  # a site's strategy evaluates the rest of the program
+        self.score_only: set = set()  # sites whose value carries no derivative
         super().__init__(fn, params, program)
 
     def _draw(self, site):
@@ -196,7 +203,11 @@ class _Simulate(_Runner):
             Reparam().check(fn, _site_info(site))
             key = _key(jax.tree.leaves(fn), name=f"{site['name']}/key")
             return fn.rsample(jax.random.wrap_key_data(key))
-        return sample(fn, strategy, name=site["name"])
+        self.continuation = self.continuation or strategy.needs_continuation
+        if _score_only(strategy):
+            self.score_only.add(site["name"])
+        with _plate_frames(_frames(site)):  # each element's score sees its own costs
+            return sample(fn, strategy, name=site["name"])
 
     def process_site(self, msg):
         kind = msg["type"]
@@ -206,6 +217,7 @@ class _Simulate(_Runner):
             msg["kwargs"]["rng_key"] = _key()
         elif kind == "control_flow":  # numpyro.contrib.control_flow.scan / cond bodies
             msg["kwargs"]["substitute_stack"].append(("substitute", self._substitute))
+            self.control_flow = True
 
     def _substitute(self, site):
         if site["is_observed"]:
@@ -213,13 +225,61 @@ class _Simulate(_Runner):
         return self._draw(site)
 
 
-def _site_log_prob(site: dict) -> jax.Array:
+def _site_log_probs(site: dict) -> jax.Array:
+    """``scale · log p(value)`` of a sample site, one term per element of its batch."""
     fn, value = site["fn"], site["value"]
     intermediates = site.get("intermediates")
     log_p = fn.log_prob(value, intermediates) if intermediates else log_prob(fn, value)
     if site.get("scale") is not None:
         log_p = site["scale"] * log_p
-    return jnp.sum(log_p)
+    return jnp.asarray(log_p)
+
+
+def _site_log_prob(site: dict) -> jax.Array:
+    return jnp.sum(_site_log_probs(site))
+
+
+def _frames(site: dict) -> tuple:
+    """The site's ``numpyro.plate`` frames as ``((name, dim), ...)``."""
+    return tuple((f.name, f.dim) for f in site.get("cond_indep_stack") or ())
+
+
+def _score_only(strategy) -> bool:
+    """Whether a site with this strategy draws a value without derivative (REINFORCE,
+    with or without a baseline, or detached)."""
+    while isinstance(strategy, Baseline):
+        strategy = strategy.strategy
+    return type(strategy) in (Reinforce, Detached)
+
+
+def _site_terms(trace: dict, plated: bool = True, score_only=frozenset()) -> list:
+    """Each sample site's ``scale · log p(value)`` with the plates its elements are in:
+    ``[(array, ((name, dim), ...)), ...]`` (a plate whose dimension the array lacks is
+    summed over; ``plated=False`` sums every term, for traces whose plates cannot be
+    read off the sites, such as those of ``scan`` bodies).
+
+    The sites in ``score_only`` draw their value without derivative; the derivative of
+    their own ``log q(x)`` is then a score, of expectation zero, and is left out
+    (``sg``), as ``TraceGraph_ELBO`` does in Pyro and NumPyro: their estimator is the
+    score times the terms downstream, with less variance."""
+    terms = []
+    for site in trace.values():
+        if site["type"] != "sample":
+            continue
+        log_p = _site_log_probs(site)
+        if site["name"] in score_only:
+            log_p = jax.lax.stop_gradient(log_p)
+        if not plated:
+            terms.append((jnp.sum(log_p), ()))
+            continue
+        sizes = {f.name: f.size for f in site.get("cond_indep_stack") or ()}
+        plates = tuple(
+            (name, dim)
+            for name, dim in _frames(site)
+            if -dim <= log_p.ndim and log_p.shape[dim] == sizes[name]
+        )
+        terms.append((log_p, plates))
+    return terms
 
 
 def _log_density(trace: dict) -> jax.Array:
@@ -262,8 +322,25 @@ def sim(
     Returns:
         A `Trace` with the latent choices, ``log q(choices)`` and the return value.
     """
+    return sim_with_terms(program, *args, params=params, strategies=strategies, **kwargs)[0]
+
+
+def sim_with_terms(
+    program: Callable,
+    *args: Any,
+    params: Any = None,
+    strategies: Mapping[str, Strategy] | Strategy | None = None,
+    **kwargs: Any,
+) -> tuple[Trace, list]:
+    """`sim`, and ``log q`` split into one term per site with its plates (`_site_terms`):
+    the objectives that are sums of log densities (the ELBO) add these as costs, so
+    that each element of a score-function site sees only the terms it can change.
+
+    The terms are None where that gains nothing: for families, and where a site's
+    strategy evaluates the rest of the program itself (enum, mvd, leave_one_out), which
+    is cheapest with the log weight as one return value (lane by lane in particles)."""
     if isinstance(program, Family):
-        return program.simulate(params, strategies, *args, **kwargs)
+        return program.simulate(params, strategies, *args, **kwargs), None
     runner = _Simulate(program, params, strategies, program)
     with handlers.trace() as trace:
         retval = runner(*args, **kwargs)
@@ -283,7 +360,10 @@ def sim(
         for name, site in trace.items()
         if site["type"] == "sample" and not site["is_observed"] and _is_auxiliary(site)
     }
-    return Trace(choices, _log_density(trace), retval, auxiliary)
+    terms = None
+    if not runner.continuation:
+        terms = _site_terms(trace, not runner.control_flow, frozenset(runner.score_only))
+    return Trace(choices, _log_density(trace), retval, auxiliary), terms
 
 
 def _check_strategies(strategies, trace, program):
@@ -320,6 +400,7 @@ class _Score(_Runner):
         self.choices = choices
         self.names = frozenset(names)  # sites to enumerate (besides marked ones)
         self.used: set = set()
+        self.control_flow = False  # a scan/cond body ran (its plates are not per site)
         super().__init__(fn, params, program)
 
     def _value(self, site):
@@ -359,6 +440,7 @@ class _Score(_Runner):
         elif kind == "control_flow":
             msg["kwargs"]["substitute_stack"].append(("substitute", self._body_value))
             self.used.update(self.choices)  # values inside scan are matched by numpyro
+            self.control_flow = True
 
     def _body_value(self, site):
         """The value of a site in a ``scan``/``cond`` body (NumPyro indexes it by step)."""
@@ -459,6 +541,23 @@ def density(
         _check_used(choices, used, None, program)
         return log_p
     return jnp.sum(jnp.stack(list(sites.values())))
+
+
+def density_terms(
+    program: Callable, choices: Mapping[str, Any], *args: Any, params: Any = None, **kwargs: Any
+) -> list:
+    """`density`, split into one term per site with its plates (see `sim_with_terms`);
+    one unplated term where the density does not split (summed-out sites, families)."""
+    if isinstance(program, Family):
+        return [(program.log_density(choices, params, *args, **kwargs), ())]
+    scorer = _Score(program, choices, params, program, frozenset())
+    try:
+        with handlers.trace() as trace:
+            scorer(*args, **kwargs)
+    except _NeedsEnumeration:
+        return [(density(program, choices, *args, params=params, **kwargs), ())]
+    _check_used(choices, scorer.used, trace, program)
+    return _site_terms(trace, plated=not scorer.control_flow)
 
 
 def _enumerate_names(names, choices, program) -> frozenset:

@@ -16,9 +16,20 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from ppl.adev import Detached, Expectation, Reparam, Strategy, detached, expectation, particles
+from ppl.adev import (
+    Detached,
+    Expectation,
+    Reparam,
+    Strategy,
+    add_cost,
+    detached,
+    expectation,
+    particles,
+)
+from ppl.adev._primitives import _plate_frames
 from ppl.gen import density, sim
-from ppl.parallel import constrain_particles
+from ppl.gen._program import density_terms, sim_with_terms
+from ppl.parallel import PARTICLES, axis_size, constrain_particles
 from ppl.vi._constructs import marginal, normalize
 
 __all__ = [
@@ -63,22 +74,35 @@ def elbo(model, guide, *, num_particles: int = 1, strategies: Mapping | None = N
     """The evidence lower bound, ``E_{z ~ q}[log p(x, z) - log q(z)]``.
 
     Averaged over ``num_particles`` draws (Jordan et al. 1999; Kingma & Welling 2014,
-    eq. 3). Each site's gradient comes from its strategy.
+    eq. 3). Each site's gradient comes from its strategy. Each site's log density is
+    added as a cost per ``numpyro.plate`` element, so a score-function site's element
+    sees only the terms that depend on it (as ``TraceGraph_ELBO``; see "Plates" in the
+    strategies guide).
     """
+    options = {"num_particles": num_particles, "strategies": strategies}
 
     @expectation
     def objective(params, *args, **kwargs):
-        return jnp.mean(
-            log_weights(
-                model,
-                guide,
-                params,
-                *args,
-                num_particles=num_particles,
-                strategies=strategies,
-                **kwargs,
+        if num_particles > 1 and axis_size(PARTICLES) > 1:  # sharded: the log weights
+            return jnp.mean(log_weights(model, guide, params, *args, **options, **kwargs))
+
+        def one():
+            trace, log_q = sim_with_terms(
+                guide, *args, params=params, strategies=strategies, **kwargs
             )
-        )
+            if log_q is None:  # continuation sites: the log weight, one value
+                log_p = density(model, trace.choices, *args, params=params, **kwargs)
+                return log_p - trace.log_density
+            # the ELBO is a sum of log densities: each site's (per plate element) is a
+            # cost, so a score-function site's element sees only the terms it can change
+            log_p = density_terms(model, trace.choices, *args, params=params, **kwargs)
+            for sign, terms in ((1.0, log_p), (-1.0, log_q)):
+                for value, plates in terms:
+                    with _plate_frames(plates):
+                        add_cost(sign * value / num_particles)
+            return jnp.zeros(())
+
+        return jnp.mean(particles(one, num_particles)())
 
     return objective
 

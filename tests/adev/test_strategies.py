@@ -48,13 +48,15 @@ def test_user_defined_strategy_is_unbiased_and_reduces_variance():
 
 
 def test_learned_baseline_gets_the_fitting_gradient():
-    """With learn=True, b's gradient estimates E[f] - b; θ's stays unbiased."""
+    """With learn=True, b's gradient estimates E[f] - b, f the costs that depend on the
+    site; θ's stays unbiased."""
 
     def program(theta, b):
         x = ppl.sample(
             dist.Bernoulli(logits=theta[0]), ppl.baseline(ppl.reinforce, b, learn=True), name="x"
         )
-        ppl.add_cost(100.0)  # a cost after the site is part of its continuation
+        ppl.add_cost(100.0)  # cannot depend on x: not part of what b fits
+        ppl.add_cost(10.0 * x)  # depends on x: part of it
         return 4.0 * x + 1.0
 
     objective = ppl.expectation(program)
@@ -63,8 +65,8 @@ def test_learned_baseline_gets_the_fitting_gradient():
         _keys(4), theta, b
     )
     p = jax.nn.sigmoid(0.2)
-    _within(g_theta, np.array([4.0 * p * (1 - p)]), "θ gradient with a learned baseline")
-    _within(g_b, np.array(4.0 * p + 1.0 + 100.0 - 0.5), "baseline gradient")
+    _within(g_theta, np.array([14.0 * p * (1 - p)]), "θ gradient with a learned baseline")
+    _within(g_b, np.array(14.0 * p + 1.0 - 0.5), "baseline gradient")
 
     def fixed(theta, b):
         return program(theta, jax.lax.stop_gradient(b))
