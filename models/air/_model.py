@@ -98,7 +98,8 @@ def init_params(key: jax.Array, sizes: Mapping[str, int]) -> dict:
         # the decoder's output bias -2 starts with dark windows (Pyro's AIR example)
         "decoder": init_mlp(keys[0], [z_what, sizes["decoder"], window], last_bias=-2.0),
         "guide": {
-            "lstm": init_lstm(keys[1], pixels + 3 + z_what + 1, hidden),
+            # the canvas's rows of the LSTM's matrix apart: lstm_input_projection
+            "lstm": init_lstm(keys[1], pixels + 3 + z_what + 1, hidden, projected_size=pixels),
             "predict": init_linear(keys[2], hidden, 7),
             "encoder": init_mlp(keys[3], [window, sizes["encoder"], 2 * z_what]),
         },

@@ -58,16 +58,35 @@ def mlp(layers: list[dict], inputs: jax.Array) -> jax.Array:
     return inputs
 
 
-def init_lstm(key: jax.Array, input_size: int, hidden: int) -> dict:
-    """An LSTM cell: one ``(input + hidden) x 4 hidden`` matrix (gates i, f, g, o)."""
+def init_lstm(key: jax.Array, input_size: int, hidden: int, projected_size: int = 0) -> dict:
+    """An LSTM cell: an ``(input + hidden) x 4 hidden`` matrix (gates i, f, g, o).
+
+    With ``projected_size > 0``, the rows of the first ``projected_size`` inputs are a
+    leaf of their own, ``"w_projected"``, for `lstm_input_projection` (the same values
+    as the rows of one matrix: the split only changes how they are stored). Kept in
+    one matrix, every step would slice it into its two parts and the gradient would
+    pad each part's contribution back to the whole matrix: on AIR's 2.9 M-entry cell
+    that is several full passes over it per step, more than Adam's update.
+    """
     layer = init_linear(key, input_size + hidden, 4 * hidden)
-    return {"w": layer["w"], "b": layer["b"].at[hidden : 2 * hidden].set(1.0)}
+    cell = {"w": layer["w"], "b": layer["b"].at[hidden : 2 * hidden].set(1.0)}
+    if projected_size:
+        cell["w_projected"], cell["w"] = cell["w"][:projected_size], cell["w"][projected_size:]
+    return cell
 
 
 def lstm(cell: dict, inputs: jax.Array, state: tuple[jax.Array, jax.Array]):
     """One LSTM step (Hochreiter & Schmidhuber 1997); returns the new ``(h, c)``."""
+    if "w_projected" in cell:
+        size = cell["w_projected"].shape[0]
+        projected = lstm_input_projection(cell, inputs[..., :size])
+        return lstm_projected(cell, projected, inputs[..., size:], state)
     h, c = state
     gates = jnp.concatenate([inputs, h], axis=-1) @ cell["w"] + cell["b"]
+    return _gates(gates, c)
+
+
+def _gates(gates: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
@@ -75,25 +94,21 @@ def lstm(cell: dict, inputs: jax.Array, state: tuple[jax.Array, jax.Array]):
 
 
 def lstm_input_projection(cell: dict, x: jax.Array) -> jax.Array:
-    """The part of the LSTM's gates that depends on ``x`` alone, ``x @ W[:len(x)]``.
+    """The part of the LSTM's gates that depends on ``x`` alone, ``x @ W[:len(x)]``
+    (``cell["w_projected"]`` of a cell from ``init_lstm(..., projected_size=len(x))``).
 
     AIR feeds the same canvas to every step; computing its projection once per canvas
-    (and passing it to `lstm` as ``projected``) gives the same gates with a third of
-    the matrix products of three full steps.
+    (and passing it to `lstm_projected`) gives the same gates with a third of the
+    matrix products of three full steps.
     """
-    return x @ cell["w"][: x.shape[-1]]
+    return x @ cell["w_projected"]
 
 
 def lstm_projected(cell: dict, projected: jax.Array, inputs: jax.Array, state):
     """`lstm` on ``concatenate([x, inputs])``, given ``lstm_input_projection(cell, x)``."""
     h, c = state
-    start = cell["w"].shape[0] - inputs.shape[-1] - h.shape[-1]
-    rest = jnp.concatenate([inputs, h], axis=-1) @ cell["w"][start:]
-    gates = projected + rest + cell["b"]
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return h, c
+    rest = jnp.concatenate([inputs, h], axis=-1) @ cell["w"]
+    return _gates(projected + rest + cell["b"], c)
 
 
 def interpolation_matrix(scale, shift, out_size: int, in_size: int) -> jax.Array:

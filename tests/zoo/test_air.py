@@ -94,16 +94,24 @@ def test_transformer_matches_grid_sample_geometry():
 
 
 def test_projected_lstm_equals_the_full_step():
-    """The guide's LSTM with the canvas projected once per canvas is the plain LSTM step."""
+    """The guide's LSTM with the canvas projected once per canvas (its rows a leaf of
+    their own) is the plain LSTM step, with the same initial values."""
     from models.air._nets import init_lstm, lstm, lstm_input_projection, lstm_projected
 
     key_cell, key_x, key_in, key_h = jax.random.split(jax.random.key(0), 4)
     cell = init_lstm(key_cell, 30 + 5, 8)
+    split_cell = init_lstm(key_cell, 30 + 5, 8, projected_size=30)
+    assert split_cell["w_projected"].shape == (30, 32) and split_cell["w"].shape == (13, 32)
+    np.testing.assert_array_equal(
+        np.concatenate([split_cell["w_projected"], split_cell["w"]]), cell["w"]
+    )
     x, inputs = jax.random.normal(key_x, (30,)), jax.random.normal(key_in, (5,))
     state = (jax.random.normal(key_h, (8,)), jnp.ones(8))
     full = lstm(cell, jnp.concatenate([x, inputs]), state)
-    split = lstm_projected(cell, lstm_input_projection(cell, x), inputs, state)
+    split = lstm_projected(split_cell, lstm_input_projection(split_cell, x), inputs, state)
     np.testing.assert_allclose(np.stack(full), np.stack(split), rtol=1e-5, atol=1e-6)
+    whole = lstm(split_cell, jnp.concatenate([x, inputs]), state)
+    np.testing.assert_allclose(np.stack(full), np.stack(whole), rtol=1e-5, atol=1e-6)
 
 
 def test_generated_counts(data):
