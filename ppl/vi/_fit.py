@@ -334,10 +334,12 @@ class _Static:
         )
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
 def _run_one_fast(static, key, state, arrays, batch):
     """`_one_step` under plain `jax.jit`, whose dispatch costs far less per call than
-    `eqx.filter_jit`'s; that matters when every step is a call of its own."""
+    `eqx.filter_jit`'s; that matters when every step is a call of its own. The state is
+    donated: the step updates the parameters and optimizer state in place rather than
+    into new buffers (`fit` hands it a copy of the caller's arrays)."""
     static_params, args, kwargs = eqx.combine(
         arrays, jax.tree.unflatten(static.treedef, static.leaves)
     )
@@ -723,6 +725,8 @@ def fit(
     chunks = [history]
     batches = _iterate_batches(data) if data_mode == "iterator" else None
     fast = _fast_stepper(config, static_params, args, kwargs) if data_mode == "iterator" else None
+    if fast is not None:  # its steps donate the state: never the caller's params or opt_state
+        state = jax.tree.map(jnp.copy, state)
     exhausted = False
     with tqdm(
         total=num_steps, initial=min(step, num_steps), unit="step", disable=not progress
