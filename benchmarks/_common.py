@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,28 @@ def replace_section(page: Path, name: str, section: str) -> None:
         raise ValueError(f"{page}: only one of {start_marker} / {end_marker} is present.")
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)
+
+
+def write_outputs(
+    results: dict[str, Any],
+    args: Any,
+    section: str,
+    plot: Callable[[dict, Path], None],
+    markdown_section: Callable[[dict, str | None], str],
+) -> None:
+    """Write ``results`` as JSON to ``args.out``, its plot to ``args.plot`` and the
+    page section ``section`` of ``args.markdown`` (each skipped where it is None); the
+    section links the plot by its path relative to the page."""
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    plot_link = None
+    if args.plot is not None:
+        plot(results, args.plot)
+        print(f"wrote {args.plot}")
+        if args.markdown is not None:
+            plot_link = os.path.relpath(args.plot.resolve(), args.markdown.resolve().parent)
+    if args.markdown is not None:
+        replace_section(args.markdown, section, markdown_section(results, plot_link))
+        print(f"wrote the {section} section of {args.markdown}")

@@ -56,9 +56,7 @@ from __future__ import annotations
 import argparse
 import collections
 import itertools
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -70,7 +68,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from _common import machine_info as common_machine_info
-from _common import replace_section
+from _common import replace_section as replace_section  # the smoke test calls it here
+from _common import write_outputs
 from jax.extend.core import jaxprs_in_params
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import TraceGraph_ELBO
@@ -1160,19 +1159,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if line:
             print(line)
 
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
-        print(f"wrote {args.out}")
-    plot_link = None
-    if args.plot is not None:
-        plot(results, args.plot)
-        print(f"wrote {args.plot}")
-        if args.markdown is not None:
-            plot_link = os.path.relpath(args.plot.resolve(), args.markdown.resolve().parent)
-    if args.markdown is not None:
-        replace_section(args.markdown, "discrete-estimators", markdown_section(results, plot_link))
-        print(f"wrote the discrete-estimators section of {args.markdown}")
+    write_outputs(results, args, "discrete-estimators", plot, markdown_section)
     return results
 
 

@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -58,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from _common import replace_section
+from _common import write_outputs
 from discrete_estimators import gradient_stats, summarize_times, time_round_robin
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
@@ -948,19 +947,7 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     print()
     print("\n".join(verdict(results)))
 
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
-        print(f"wrote {args.out}")
-    plot_link = None
-    if args.plot is not None:
-        plot(results, args.plot)
-        print(f"wrote {args.plot}")
-        if args.markdown is not None:
-            plot_link = os.path.relpath(args.plot.resolve(), args.markdown.resolve().parent)
-    if args.markdown is not None:
-        replace_section(args.markdown, "rao-blackwell", markdown_section(results, plot_link))
-        print(f"wrote the rao-blackwell section of {args.markdown}")
+    write_outputs(results, args, "rao-blackwell", plot, markdown_section)
     return results
 
 
