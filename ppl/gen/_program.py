@@ -322,7 +322,7 @@ def sim(
     Returns:
         A `Trace` with the latent choices, ``log q(choices)`` and the return value.
     """
-    return sim_with_terms(program, *args, params=params, strategies=strategies, **kwargs)[0]
+    return _simulate(program, args, kwargs, params, strategies, split=False)[0]
 
 
 def sim_with_terms(
@@ -339,6 +339,11 @@ def sim_with_terms(
     The terms are None where that gains nothing: for families, and where a site's
     strategy evaluates the rest of the program itself (enum, mvd, leave_one_out), which
     is cheapest with the log weight as one return value (lane by lane in particles)."""
+    return _simulate(program, args, kwargs, params, strategies, split=True)
+
+
+def _simulate(program, args, kwargs, params, strategies, split: bool) -> tuple[Trace, Any]:
+    """`sim`, with the terms of `sim_with_terms` where ``split`` (else None, not traced)."""
     if isinstance(program, Family):
         return program.simulate(params, strategies, *args, **kwargs), None
     runner = _Simulate(program, params, strategies, program)
@@ -361,7 +366,7 @@ def sim_with_terms(
         if site["type"] == "sample" and not site["is_observed"] and _is_auxiliary(site)
     }
     terms = None
-    if not runner.continuation:
+    if split and not runner.continuation:
         terms = _site_terms(trace, not runner.control_flow, frozenset(runner.score_only))
     return Trace(choices, _log_density(trace), retval, auxiliary), terms
 
