@@ -663,13 +663,12 @@ def findings(results: dict[str, Any]) -> list[str]:
         )
     if LOO in slopes:
         out.append(
-            f"`leave_one_out(4)` and `mvd` are continuation strategies and take the old path "
-            f"(the rest of the program's value, not per-element costs): `leave_one_out(4)`'s "
-            f"variance grows like N^{slopes[LOO]:.2f}, so it beats NumPyro at equal work only "
-            "where the plate is small or one site's score dominates (leave-one-out per element "
-            "is in the issue's scope but not in this implementation)"
+            f"`leave_one_out(4)` leaves one out per element (element e of draw k against the "
+            f"mean D_e of the other three draws), so its variance grows like N^{slopes[LOO]:.2f}, "
+            "as NumPyro's does, and its baselines remove most of what is left"
             + (
-                f"; `mvd` differentiates each element's distribution and grows like "
+                f"; `mvd` is a continuation strategy with no score, not per element: it "
+                f"differentiates each element's distribution and grows like "
                 f"N^{slopes[MVD]:.2f}, below NumPyro's variance at a cost that grows with N."
                 if MVD in slopes
                 else "."
@@ -731,10 +730,13 @@ def markdown_section(results: dict[str, Any], plot_link: str | None) -> str:
         "plate's shape per site: for each element, the mean of the costs D_e its score "
         f"multiplies, from {c['pilot_draws']} guide draws made beforehand (what a converged "
         "learned per-element baseline gives; the pilot draws are not counted as work).",
-        f"* **{LOO}** and **{MVD}**: `elbo` with these continuation strategies (the old path, "
-        f"not per element); `mvd` only up to {c['mvd_max']} plate elements (it runs the rest "
-        "of the program once per element and value), and not on the SBN, whose sites are "
-        "`Bernoulli(...).to_event(1)` (`Independent`, which `mvd` does not support).",
+        f"* **{LOO}**: `elbo` with `leave_one_out(4)`, per element: element e of draw k "
+        "multiplies its score by its D_e minus the mean D_e of the other three draws.",
+        f"* **{MVD}**: `elbo` with `mvd` (a continuation strategy with no score: the rest "
+        f"of the program's value, not per element), only up to {c['mvd_max']} plate "
+        "elements (it runs the rest of the program once per element and value), and not on "
+        "the SBN, whose sites are `Bernoulli(...).to_event(1)` (`Independent`, which `mvd` "
+        "does not support).",
         f"* **{NUMPYRO}**: `jax.grad` of `TraceGraph_ELBO().loss` over the parameter dict.",
         f"* **{PYRO}**: `TraceGraph_ELBO(max_plate_nesting=1).loss_and_grads`, the same "
         f"programs in Pyro (torch, {PYRO_THREADS} intra-op thread), a Python loop over draws.",

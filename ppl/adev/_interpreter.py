@@ -219,7 +219,18 @@ def run(
 
 
 def _run_from(
-    jaxpr, start, env, acc, key, kont, salt=None, primal=False, force=None, tape=None, region=False
+    jaxpr,
+    start,
+    env,
+    acc,
+    key,
+    kont,
+    salt=None,
+    primal=False,
+    force=None,
+    tape=None,
+    region=False,
+    probe=None,
 ):
     if salt is not None:
         key = jax.random.fold_in(key, salt)
@@ -227,7 +238,7 @@ def _run_from(
     # With one user the key passes through unchanged (one PRNG call fewer per draw).
     shared = _key_users(jaxpr) > 1
     # score-function sites of this run, and the costs it adds, until they are settled
-    deferred: list[_Deferred] = []
+    deferred: list[_Deferred] = [] if probe is None else [probe]
     costs: list[_Cost] = []
     for i in range(start, len(eqns)):
         eqn = eqns[i]
@@ -253,12 +264,19 @@ def _run_from(
                     _write(env, eqn.outvars, [_primal_site(eqn, invals, key_i)])
                     continue
 
-                def site_kont(x, salt=None, primal=False, i=i, eqn=eqn, key=key):
+                def site_kont(
+                    x, salt=None, primal=False, elementwise=False, i=i, eqn=eqn, key=key,
+                    shape=tuple(distribution.batch_shape),
+                ):  # fmt: skip
                     env2 = dict(env)
                     _write(env2, eqn.outvars, [_cast(x, eqn)])
-                    return _run_from(
-                        jaxpr, i + 1, env2, Acc.zero(), key, kont, salt, primal, region=region
-                    )
+                    if not elementwise:
+                        return _run_from(
+                            jaxpr, i + 1, env2, Acc.zero(), key, kont, salt, primal, region=region
+                        )
+                    return _elementwise_rest(jaxpr, i, env2, key, kont, salt, region, shape, eqn)
+
+                site_kont.elementwise = not eqn.params["batch_ndims"]
 
                 def outputs(x, salt, i=i, eqn=eqn, key=key):  # the map's outputs, primal
                     env2 = dict(env)
@@ -409,6 +427,8 @@ class _Deferred(NamedTuple):
     score: jax.Array
     baseline: jax.Array
     plates: tuple  # ((name, dim), ...), dims counted from the right of the batch
+    # a probe (see `_elementwise_rest`) records its coefficients here instead
+    probe: list | None = None
 
 
 class _Cost(NamedTuple):
@@ -467,6 +487,33 @@ def _aligned(cost: _Cost, site: _Deferred) -> jax.Array:
     return reduced.reshape(target)
 
 
+def _after(dependent, value, outs, bit):
+    """What follows a site at the end of a run: its dependent costs, and the run's
+    return value where that depends on the site."""
+    return dependent + value if outs[0] & bit else dependent
+
+
+def _elementwise_rest(jaxpr, i, env, key, kont, salt, region, shape, eqn):
+    """The rest of the program after site ``i`` (its value ``x`` already in ``env``) and
+    what each element ``e`` of the site multiplies: ``(f, D)`` with ``D_e`` the value of
+    the rest that can depend on element ``e`` (see `_Deferred`; ``shape`` the site's
+    batch shape), for a strategy that forms its own coefficients (``leave_one_out``'s
+    per-element baselines).
+
+    A probe, a deferred site with no score, rides along the run and records ``D`` when
+    the run settles it; where the run cannot see the rest of the program there (before
+    a continuation site, at the end of a sub-program), it records ``D_e - V`` and ``V``,
+    the value of the whole rest, is added here.
+    """
+    records: list = []
+    zero = jnp.zeros(shape, jnp.result_type(float))
+    probe = _Deferred(i, zero, zero, eqn.params.get("plates", ()), records)
+    f = _run_from(jaxpr, i + 1, env, Acc.zero(), key, kont, salt, False, region=region, probe=probe)
+    [(d, whole)] = records
+    d = d + sg(f) if whole else d
+    return f, sg(jnp.broadcast_to(d, shape))
+
+
 def _settle(jaxpr, deferred: list, costs: list, acc: Acc, value=None) -> Acc:
     """Fold the deferred sites of a run into ``acc`` (and empty ``deferred``).
 
@@ -488,12 +535,17 @@ def _settle(jaxpr, deferred: list, costs: list, acc: Acc, value=None) -> Acc:
             if masks[cost.index] & bit:
                 dependent = dependent + _aligned(cost, site)
         z, b = site.score, site.baseline
+        if site.probe is not None:
+            if value is None:  # V is the value of the whole rest, added by the caller
+                site.probe.append((dependent - total, True))
+            else:
+                site.probe.append((_after(dependent, value, outs, bit), False))
+            continue
         if value is None:
             score = score + jnp.sum(z)
             offset = offset + jnp.sum(z * sg(total - dependent + b))
         else:
-            after = dependent + value if outs[0] & bit else dependent
-            extra = extra + jnp.sum(z * sg(after - b))
+            extra = extra + jnp.sum(z * sg(_after(dependent, value, outs, bit) - b))
     deferred.clear()
     return Acc(score, offset, total + extra)
 

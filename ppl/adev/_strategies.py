@@ -128,6 +128,13 @@ class Strategy(eqx.Module):
                 value only: every later site draws a plain sample (no estimator,
                 no nested continuations), so it costs one run of the program; use it
                 where the rule discards the gradient (``sg``) of that call.
+                Where ``kont.elementwise`` is true (a site outside lanes and loops),
+                ``kont(value, salt, elementwise=True)`` returns ``(f, D)``: ``f`` as
+                ``kont(value, salt)`` and ``D`` (no derivative, the shape of the site's
+                batch) the part of ``f``'s value that element ``e`` of the site can
+                change, by data flow and plates (see `ppl.plate`); a score-function
+                rule may multiply element ``e``'s score by ``D_e`` minus a baseline
+                instead of by ``f`` (Rao-Blackwellization).
                 At a site in lanes (``jax.vmap``, ``ppl.particles``) or in a loop,
                 ``estimate`` runs once per lane and ``kont`` is that lane's view: the
                 rest of the program with only this lane changed, in primal mode,
@@ -461,6 +468,11 @@ class LeaveOneOut(Strategy):
     returns ``(1/K) Σ_k [f(x_k) + sg(f(x_k) - b_k) ∇log p_θ(x_k)]`` with
     ``b_k = (1/(K-1)) Σ_{j≠k} f(x_j)`` (Mnih & Rezende 2016, VIMCO, eq. 9; Kool et al.
     2019, "Buy 4 REINFORCE samples, get a baseline for free!").
+
+    Per element where the continuation tells what each element can change (a site
+    inside a plate, outside lanes and loops): element ``e``'s score is multiplied by
+    ``D_e(x_k) - (1/(K-1)) Σ_{j≠k} D_e(x_j)``, ``D_e`` the costs after the site that
+    depend on element ``e`` (see `ppl.plate`).
     """
 
     num_particles: int = eqx.field(static=True, default=2)
@@ -471,10 +483,17 @@ class LeaveOneOut(Strategy):
     def estimate(self, key, distribution, kont):
         k = self.num_particles
         xs = sg(distribution.sample(key, (k,)))
-        fs = jax.vmap(kont)(xs, jnp.arange(k))  # independent draws for each particle
-        scores = jax.vmap(lambda v: score(distribution, v))(xs)
-        others = (jnp.sum(sg(fs)) - sg(fs)) / (k - 1)
-        return jnp.mean(fs + (sg(fs) - others) * scores)
+        salts = jnp.arange(k)  # independent draws of the rest for each particle
+        if getattr(kont, "elementwise", False):
+            fs, ds = jax.vmap(lambda v, s: kont(v, s, elementwise=True))(xs, salts)
+            with elementwise_scores():
+                scores = jax.vmap(lambda v: score(distribution, v))(xs)
+        else:
+            fs = jax.vmap(kont)(xs, salts)
+            scores, ds = jax.vmap(lambda v: score(distribution, v))(xs), sg(fs)
+        others = (jnp.sum(ds, axis=0) - ds) / (k - 1)
+        terms = (ds - others) * scores
+        return jnp.mean(fs + jnp.sum(terms.reshape(k, -1), axis=1))
 
 
 class Detached(LocalStrategy):

@@ -26,6 +26,7 @@ from ppl.adev import (
     Baseline,
     Detached,
     Draw,
+    LeaveOneOut,
     LocalStrategy,
     Reinforce,
     Reparam,
@@ -203,7 +204,10 @@ class _Simulate(_Runner):
             Reparam().check(fn, _site_info(site))
             key = _key(jax.tree.leaves(fn), name=f"{site['name']}/key")
             return fn.rsample(jax.random.wrap_key_data(key))
-        self.continuation = self.continuation or strategy.needs_continuation
+        # leave_one_out forms its coefficients per element from the costs (see
+        # `ppl.LeaveOneOut`); other continuation strategies take the log weight whole
+        split = not strategy.needs_continuation or isinstance(strategy, LeaveOneOut)
+        self.continuation = self.continuation or not split
         if _score_only(strategy):
             self.score_only.add(site["name"])
         with _plate_frames(_frames(site)):  # each element's score sees its own costs
@@ -246,10 +250,10 @@ def _frames(site: dict) -> tuple:
 
 def _score_only(strategy) -> bool:
     """Whether a site with this strategy draws a value without derivative (REINFORCE,
-    with or without a baseline, or detached)."""
+    with or without a baseline, leave_one_out, or detached)."""
     while isinstance(strategy, Baseline):
         strategy = strategy.strategy
-    return type(strategy) in (Reinforce, Detached)
+    return type(strategy) in (Reinforce, Detached, LeaveOneOut)
 
 
 def _site_terms(trace: dict, plated: bool = True, score_only=frozenset()) -> list:
@@ -337,8 +341,9 @@ def sim_with_terms(
     that each element of a score-function site sees only the terms it can change.
 
     The terms are None where that gains nothing: for families, and where a site's
-    strategy evaluates the rest of the program itself (enum, mvd, leave_one_out), which
-    is cheapest with the log weight as one return value (lane by lane in particles)."""
+    strategy evaluates the rest of the program itself (enum, mvd; leave_one_out excepted,
+    whose baselines are per element), which is cheapest with the log weight as one
+    return value (lane by lane in particles)."""
     return _simulate(program, args, kwargs, params, strategies, split=True)
 
 
