@@ -470,6 +470,79 @@ def phase_compare(args, data, config, record):
     return compare_table(record["train"])
 
 
+RB_LOG_WEIGHT = "REINFORCE, the ELBO as one log weight"
+RB_COSTS = "REINFORCE, `ppl.objectives.elbo` (a cost per site)"
+
+
+def phase_rao_blackwell(args, data, config, record):
+    """What Rao-Blackwellization does on AIR, through ``ppl.compare``: REINFORCE at the
+    ``z_pres`` sites (no baseline, to isolate it) with the ELBO returned as one log
+    weight (every ``z_pres_t`` score multiplies all of it) and written with
+    ``ppl.objectives.elbo`` (each site's log density a cost: ``z_pres_t``'s score
+    multiplies only the terms that depend on it), against ENUM as the reference mean."""
+    opts = options(config)
+    steps = opts["num_steps"]
+    arguments = (steps, opts["pres_prior"], tuple(opts["scale_prior"]), opts["residual"])
+    reinforce = {f"z_pres_{t}": ppl.reinforce for t in range(steps)}
+
+    @ppl.expectation
+    def log_weight(params, x):
+        trace = ppl.sim(air.guide, x, *arguments, params=params, strategies=reinforce)
+        log_p = ppl.density(air.model, trace.choices, x, *arguments, params=params)
+        return log_p - trace.log_density
+
+    costs = ppl.objectives.elbo(air.model, air.guide, strategies=reinforce)
+    per_site = ppl.expectation(lambda params, x: costs.fn(params, x, *arguments))
+    variants = {
+        LABELS["enum"]: air.batch_objective(air.make_objective("enum", **opts)),
+        RB_LOG_WEIGHT: air.batch_objective(log_weight),
+        RB_COSTS: air.batch_objective(per_site),
+    }
+    params = air.init_params(jax.random.key(args.seed), air.Sizes.from_config(config))
+    batch = jax.numpy.asarray(data.train.images[: int(config["batch_size"])])
+    comparison = ppl.compare(
+        None, variants, jax.random.key(args.seed), params, batch,
+        num_samples=args.compare_samples, reference=LABELS["enum"], timing_calls=5,
+    )  # fmt: skip
+    print(comparison)
+    slim = comparison.to_dict()
+    slim["reference"]["gradient"] = {}
+    for item in slim["variants"]:
+        item["mean_gradient"] = {}
+    record["rao_blackwell"] = {"residual": bool(config["residual"]), "comparison": slim}
+    _save(args, record)
+    return rao_blackwell_table(record["rao_blackwell"])
+
+
+def rao_blackwell_table(section):
+    comparison = ppl.compare.Comparison.from_json(json.dumps(section["comparison"]))
+    guide = "the DAIR guide" if section["residual"] else "AIR's guide"
+    lines = [
+        f"One minibatch of 64 canvases, {guide}, at the initial parameters; "
+        f"{comparison.num_samples} gradient estimates each. Gradient variance: the total "
+        "variance (trace of the covariance) over the model's and the guide's parameters, "
+        "and the part of it in the guide's predictor (`z_pres`, `z_where`); bias z: the "
+        "distance of the mean gradient from ENUM's in standard errors (threshold "
+        f"{comparison.bias_threshold:.1f}):",
+        "",
+        "| estimator | gradient variance | of which the predictor | ÷ log weight's "
+        "| time per gradient (ms) | bias z |",
+        "|---|---|---|---|---|---|",
+    ]
+    base = comparison.results[RB_LOG_WEIGHT].parameter_variances
+    base_total = sum(v for k, v in base.items() if "['baseline']" not in k)
+    for label, r in comparison.results.items():
+        leaves = r.parameter_variances
+        total = sum(v for k, v in leaves.items() if "['baseline']" not in k)
+        predictor = sum(v for k, v in leaves.items() if "['predict']" in k)
+        bias = "reference" if label == comparison.reference_label else f"{r.bias_z:.2f}"
+        lines.append(
+            f"| {label} | {total:.3g} | {predictor:.3g} | {total / base_total:.3g} | "
+            f"{1e3 * r.time_per_gradient:.0f} | {bias} |"
+        )
+    return "\n".join(lines)
+
+
 def phase_analysis(args, data, config, record):
     """Which canvases the guide miscounts: ``--long`` trained ``--analysis-steps`` steps
     with AIR's guide and with the DAIR guide, the checkpoint chosen on validation; the
@@ -707,6 +780,11 @@ def main(argv=None):
             names = ", ".join(_label(e) for e in record["long"]["runs"])
             plot_training(record["long"], IMG / "air_long.png", f"AIR, long runs: {names}")
             replace_section(PAGE, "air_long", table)
+    if "rao_blackwell" in args.phases:
+        table = phase_rao_blackwell(args, data, {**config, "residual": args.residual}, record)
+        print(table)
+        if not args.no_docs:
+            replace_section(PAGE, "air_rao_blackwell", table)
     if "analysis" in args.phases:
         analysis_config = {**config, "learning_rate": args.long_learning_rate or 1e-3}
         table = phase_analysis(args, data, analysis_config, record)
@@ -736,6 +814,8 @@ def write_docs(record):
         replace_section(PAGE, "air_training", compare_table(record["train"]))
     if "analysis" in record:
         replace_section(PAGE, "air_analysis", analysis_table(record["analysis"]))
+    if "rao_blackwell" in record:
+        replace_section(PAGE, "air_rao_blackwell", rao_blackwell_table(record["rao_blackwell"]))
     if "long" in record:
         names = ", ".join(_label(e) for e in record["long"]["runs"])
         plot_training(record["long"], IMG / "air_long.png", f"AIR, long runs: {names}")

@@ -875,6 +875,9 @@ def main(argv=None) -> None:
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--only", choices=["iwae", "scan", "genjax"], default=None)
     parser.add_argument(
+        "--no-genjax", action="store_true", help="IWAE and scan with their verdicts, no GenJAX"
+    )
+    parser.add_argument(
         "--genjax",
         default=DEFAULT_GENJAX_PYTHON if DEFAULT_GENJAX_PYTHON.exists() else None,
         type=Path,
@@ -936,7 +939,7 @@ def main(argv=None) -> None:
             plot(rows, args.plot)
         if args.docs and args.only is None:
             replace_section(args.page, SECTION, section_text(markdown, lines, info))
-    if args.only in (None, "genjax"):
+    if args.only == "genjax" or (args.only is None and not args.no_genjax):
         if args.genjax is not None and not Path(args.genjax).exists():
             print(f"note: {args.genjax} does not exist", flush=True)
             args.genjax = None
