@@ -247,7 +247,7 @@ def _run_from(
         if prim is sample_p:
             if primal:
                 key_i = jax.random.fold_in(key, i) if shared else key
-                value = _primal_site(eqn, invals, key_i)
+                value = _primal_site(eqn, invals, _value_key(eqn, key_i))
                 if force is not None and force.index == i:
                     value = force.apply(value, eqn)
                 _write(env, eqn.outvars, [value])
@@ -261,7 +261,7 @@ def _run_from(
                         raise _loop_error((site, type(strategy).__name__))
                     # the forward pass of a loop: a plain draw, its operands recorded
                     tape[i] = invals[eqn.params["num_lanes"] :]
-                    _write(env, eqn.outvars, [_primal_site(eqn, invals, key_i)])
+                    _write(env, eqn.outvars, [_primal_site(eqn, invals, _value_key(eqn, key_i))])
                     continue
 
                 def site_kont(
@@ -283,11 +283,28 @@ def _run_from(
                     _write(env2, eqn.outvars, [_cast(x, eqn)])
                     return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, None, salt, True)[0]
 
+                def recorded(x, i=i, eqn=eqn, key=key):  # site_kont(x), and the outputs
+                    seen = []
+
+                    def record(values, acc2, salt=None, primal=False):
+                        if not primal:  # the run at x itself, not a later site's lanes
+                            seen.append([sg(o) for o in values])
+                        return kont(values, acc2, salt, primal)
+
+                    record.terminal = getattr(kont, "terminal", False)
+                    env2 = dict(env)
+                    _write(env2, eqn.outvars, [_cast(x, eqn)])
+                    full = _run_from(jaxpr, i + 1, env2, Acc.zero(), key, record, region=region)
+                    return full, seen[0] if len(seen) == 1 else None
+
                 acc = _settle(jaxpr, deferred, costs, acc)
                 if eqn.params["batch_ndims"]:
                     lanewise = region and eqn.params["batch_ndims"] == 1
                     lanewise = lanewise and not _costs_after(jaxpr, i)
-                    inner = (outputs, kont) if lanewise else None
+                    # the outputs can be read off the run at x where no later step of
+                    # the map runs the rest of it inside a sub-trace (cond, scan)
+                    readable = _flat_after(jaxpr, i)
+                    inner = (outputs, kont, recorded if readable else None) if lanewise else None
                     return finalize(acc, _batched_site(eqn, invals, key_i, site_kont, inner))
                 return finalize(acc, strategy.estimate(key_i, distribution, site_kont))
             key_i = jax.random.fold_in(key, i) if shared else key
@@ -565,6 +582,14 @@ def _has_cost(jaxpr: Jaxpr) -> bool:
     )
 
 
+def _flat_after(jaxpr: Jaxpr, i: int) -> bool:
+    """Does the rest of ``jaxpr`` after equation ``i`` hold no continuation site inside
+    a sub-program (its continuation would then run inside that sub-trace)?"""
+    return all(
+        eqn.primitive is sample_p or _eqn_sites(eqn)[1] is None for eqn in jaxpr.eqns[i + 1 :]
+    )
+
+
 def _costs_after(jaxpr: Jaxpr, i: int) -> bool:
     """Does anything after equation ``i`` of ``jaxpr`` add a cost?"""
     return any(
@@ -672,16 +697,21 @@ def _batched_site(eqn, invals, key, site_kont, inner=None) -> jax.Array:
         distribution = jax.tree.unflatten(p["dist_tree"], [x[0] for x in leaves[: p["num_dist"]]])
         strategy = jax.tree.unflatten(p["strategy_tree"], [x[0] for x in leaves[p["num_dist"] :]])
         return strategy.estimate(key, distribution, site_kont)
-    key_value, key_lanes = jax.random.split(key)
-    x = _primal_site(eqn, invals, key_value)
+    key_lanes = jax.random.split(key)[1]
+    x = _primal_site(eqn, invals, _value_key(eqn, key))
     flat = x.reshape(lanes, *lane_shape)
 
     def lane_kont(lane, v, salt):
         return site_kont(_put(flat, lane, v).reshape(x.shape), salt, True)
 
+    full = None
     if inner is not None:
-        outputs, after = inner
-        sampled = outputs(x, None)
+        outputs, after, recorded = inner
+        # the map's outputs at the sampled values: read off the run at x where it can
+        # be (it draws the later sites as the primal runs do, see `_value_key`)
+        full, sampled = recorded(x) if recorded is not None else (None, None)
+        if sampled is None:
+            sampled = outputs(x, None)
 
         def lane_kont(lane, v, salt):
             every = jax.lax.all_gather(v, _LANES).reshape(x.shape)  # one value per lane
@@ -689,8 +719,20 @@ def _batched_site(eqn, invals, key, site_kont, inner=None) -> jax.Array:
             return after(spliced, Acc.zero(), salt, True)
 
     keys = jax.random.split(key_lanes, lanes)
-    full = site_kont(x)
+    if full is None:
+        full = site_kont(x)
     return full + _lane_terms(eqn, leaves, keys, lane_kont, flat, sg(full))
+
+
+def _value_key(eqn, key: jax.Array) -> jax.Array:
+    """The key a site's value is drawn with: for a continuation site in lanes, the one
+    `_batched_site` draws with (its other half keys the lanes' estimators). Every run of
+    the program, primal runs and a loop's forward pass included, then draws the same
+    value there, so the run at the sampled values and the runs at one lane's
+    alternatives share the later sites' draws (common random numbers)."""
+    if eqn.params["batch_ndims"] and _lane_shape(eqn)[1] > 1 and _strategy_needs_continuation(eqn):
+        return jax.random.split(key)[0]
+    return key
 
 
 def _put(array: jax.Array, lane: jax.Array, value: jax.Array) -> jax.Array:
