@@ -454,10 +454,7 @@ def phase_compare(args, data, config, record):
         train_batch_size=batch, train_metrics=metrics, train_eval_every=args.eval_every,
     )  # fmt: skip
     print(comparison)
-    slim = comparison.to_dict()  # without the 3 M-coordinate mean gradients
-    slim["reference"]["gradient"] = {}
-    for item in slim["variants"]:
-        item["mean_gradient"] = {}
+    slim = _slim(comparison)
     record["train"] = {
         "learning_rate": float(config["learning_rate"]),
         "residual": bool(config["residual"]),
@@ -505,10 +502,7 @@ def phase_rao_blackwell(args, data, config, record):
         num_samples=args.compare_samples, reference=LABELS["enum"], timing_calls=5,
     )  # fmt: skip
     print(comparison)
-    slim = comparison.to_dict()
-    slim["reference"]["gradient"] = {}
-    for item in slim["variants"]:
-        item["mean_gradient"] = {}
+    slim = _slim(comparison)
     record["rao_blackwell"] = {"residual": bool(config["residual"]), "comparison": slim}
     _save(args, record)
     return rao_blackwell_table(record["rao_blackwell"])
@@ -529,12 +523,9 @@ def rao_blackwell_table(section):
         "| time per gradient (ms) | bias z |",
         "|---|---|---|---|---|---|",
     ]
-    base = comparison.results[RB_LOG_WEIGHT].parameter_variances
-    base_total = sum(v for k, v in base.items() if "['baseline']" not in k)
+    base_total, _ = _variances(comparison.results[RB_LOG_WEIGHT])
     for label, r in comparison.results.items():
-        leaves = r.parameter_variances
-        total = sum(v for k, v in leaves.items() if "['baseline']" not in k)
-        predictor = sum(v for k, v in leaves.items() if "['predict']" in k)
+        total, predictor = _variances(r)
         bias = "reference" if label == comparison.reference_label else f"{r.bias_z:.2f}"
         lines.append(
             f"| {label} | {total:.3g} | {predictor:.3g} | {total / base_total:.3g} | "
@@ -606,6 +597,24 @@ def analysis_table(section):
     return "\n".join(lines)
 
 
+def _slim(comparison) -> dict:
+    """``comparison.to_dict()`` without the 3 M-coordinate mean gradients."""
+    slim = comparison.to_dict()
+    slim["reference"]["gradient"] = {}
+    for item in slim["variants"]:
+        item["mean_gradient"] = {}
+    return slim
+
+
+def _variances(result) -> tuple[float, float]:
+    """A variant's gradient variance over the model's and guide's parameters (the
+    REINFORCE baseline network's own fitting gradient left out), and the part of it in
+    the guide's predictor (``z_pres``, ``z_where``)."""
+    leaves = result.parameter_variances
+    total = sum(v for k, v in leaves.items() if "['baseline']" not in k)
+    return total, sum(v for k, v in leaves.items() if "['predict']" in k)
+
+
 def compare_table(section):
     comparison = ppl.compare.Comparison.from_json(json.dumps(section["comparison"]))
     guide = "the DAIR guide" if section["residual"] else "AIR's guide"
@@ -629,9 +638,7 @@ def compare_table(section):
         acc, val = ev["count accuracy (test)"], ev["count accuracy (validation)"]
         best, pick = int(np.argmax(acc)), int(np.argmax(val))
         secs = ev["seconds"][-1]
-        leaves = r.parameter_variances
-        model_guide = sum(v for k, v in leaves.items() if "['baseline']" not in k)
-        predictor = sum(v for k, v in leaves.items() if "['predict']" in k)
+        model_guide, predictor = _variances(r)
         lines.append(
             f"| {label} | {secs:.0f} | {secs / max(ev['step'][-1], 1):.3f} | {acc[-1]:.3f} | "
             f"{acc[best]:.3f} | {ev['seconds'][best]:.0f} | **{acc[pick]:.3f}** | "

@@ -268,8 +268,7 @@ def _run_from(
                     x, salt=None, primal=False, elementwise=False, i=i, eqn=eqn, key=key,
                     shape=tuple(distribution.batch_shape),
                 ):  # fmt: skip
-                    env2 = dict(env)
-                    _write(env2, eqn.outvars, [_cast(x, eqn)])
+                    env2 = _with_value(env, eqn, x)
                     if not elementwise:
                         return _run_from(
                             jaxpr, i + 1, env2, Acc.zero(), key, kont, salt, primal, region=region
@@ -279,8 +278,7 @@ def _run_from(
                 site_kont.elementwise = not eqn.params["batch_ndims"]
 
                 def outputs(x, salt, i=i, eqn=eqn, key=key):  # the map's outputs, primal
-                    env2 = dict(env)
-                    _write(env2, eqn.outvars, [_cast(x, eqn)])
+                    env2 = _with_value(env, eqn, x)
                     return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, None, salt, True)[0]
 
                 def recorded(x, i=i, eqn=eqn, key=key):  # site_kont(x), and the outputs
@@ -292,8 +290,7 @@ def _run_from(
                         return kont(values, acc2, salt, primal)
 
                     record.terminal = getattr(kont, "terminal", False)
-                    env2 = dict(env)
-                    _write(env2, eqn.outvars, [_cast(x, eqn)])
+                    env2 = _with_value(env, eqn, x)
                     full = _run_from(jaxpr, i + 1, env2, Acc.zero(), key, record, region=region)
                     return full, seen[0] if len(seen) == 1 else None
 
@@ -349,6 +346,14 @@ def _run_from(
     else:
         acc = _settle(jaxpr, deferred, costs, acc)
     return (outs, acc) if kont is None else kont(outs, acc, salt, primal)
+
+
+def _with_value(env: dict, eqn, x) -> dict:
+    """A copy of ``env`` with the site ``eqn``'s value set to ``x`` (a continuation's
+    starting point)."""
+    env2 = dict(env)
+    _write(env2, eqn.outvars, [_cast(x, eqn)])
+    return env2
 
 
 def _cast(x, eqn):
