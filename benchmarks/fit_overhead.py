@@ -192,7 +192,8 @@ def main(argv=None):
     vae_config = dict(mult_vae.DEFAULT_CONFIG)
     if args.quick:
         air_config.update(num_train=256, num_test=64, num_validation=64, canvas_size=16,
-                          window_size=6, z_what=4, lstm=8, decoder=8, encoder=8)  # fmt: skip
+                          window_size=6, z_what=4, lstm=8, decoder=8, encoder=8,
+                          max_objects=1)  # fmt: skip
         vae_config.update(num_users=400, num_items=60, heldout_users=50, hidden=16, latent=4)
         args.air_steps, args.repeats = 4, 1
     rows = {}

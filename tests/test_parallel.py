@@ -33,7 +33,9 @@ TOLERANCE = 2e-4  # float32 round-off of sums over differently split axes; value
 def _env(num_devices: int) -> dict[str, str]:
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    # keep the run's other flags (conftest.py's compile setting)
+    flags = env.get("XLA_FLAGS", "")
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={num_devices}".strip()
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     for name in ("PPL_COORDINATOR_ADDRESS", "PPL_NUM_PROCESSES", "PPL_PROCESS_ID"):
         env.pop(name, None)
