@@ -64,6 +64,7 @@ from models.ssvi._train import (
     num_updates,
     predict,
     settings_from_config,
+    shift_examples,
     train_run,
     training_flops,
 )
@@ -109,6 +110,7 @@ __all__ = [
     "removal_score",
     "save_sparse",
     "settings_from_config",
+    "shift_examples",
     "sparse_kl",
     "subspace_weights",
     "tempered_elbo",
@@ -144,6 +146,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "end_fraction": 0.75,  # T_end
     "grow_std": "mean",
     "lam": 1.0,
+    "shift": 0,  # augmentation: random shifts of up to this many positions (0: none)
     "eval_samples": 30,
 }
 

@@ -38,6 +38,7 @@ __all__ = [
     "training_flops",
     "num_updates",
     "init_state",
+    "shift_examples",
 ]
 
 
@@ -62,6 +63,10 @@ class Settings(NamedTuple):
         grow_std: ``"mean"`` (new ``ρ`` = mean ``ρ`` of the layer's kept entries) or
             ``"eps"`` (``softplus⁻¹(1e-6)``).
         lam: ``λ`` of the exponential criteria.
+        shift: data augmentation: each training example moves by a random whole number
+            of positions in ``[-shift, shift]`` along its first axis, zero-filled (the
+            1-D analogue of the reference's random crop with padding; see
+            `shift_examples`); 0 (the default) is no augmentation.
     """
 
     num_steps: int
@@ -79,6 +84,7 @@ class Settings(NamedTuple):
     end_fraction: float = 0.75
     grow_std: str = "mean"
     lam: float = 1.0
+    shift: int = 0
 
     @property
     def end_step(self) -> int:
@@ -107,6 +113,8 @@ def settings_from_config(config: Mapping[str, Any], num_train: int, **overrides)
         )
     if config["grow_std"] not in ("mean", "eps"):
         raise ValueError(f"config['grow_std'] must be 'mean' or 'eps', got {config['grow_std']!r}.")
+    if int(config.get("shift", 0)) < 0:
+        raise ValueError(f"config['shift'] must be at least 0, got {config['shift']}.")
     if int(config["delta"]) < 1:
         raise ValueError(f"config['delta'] must be at least 1, got {config['delta']}.")
     steps_per_epoch = num_train // batch_size
@@ -126,6 +134,7 @@ def settings_from_config(config: Mapping[str, Any], num_train: int, **overrides)
         end_fraction=float(config["end_fraction"]),
         grow_std=str(config["grow_std"]),
         lam=float(config.get("lam", 1.0)),
+        shift=int(config.get("shift", 0)),
     )
 
 
@@ -193,6 +202,22 @@ def _kl_weight(settings: Settings, step):
     return ramp * settings.kl_scale / settings.num_train
 
 
+def shift_examples(key: jax.Array, x: jax.Array, shift: int) -> jax.Array:
+    """Each example of ``x`` (rows of a batch) moved by a random ``s ∈ [-shift, shift]``
+    positions along its first axis (the series axis of MNIST-1D's ``(N, 40, 1)``),
+    zero-filled: ``out[n, i] = x[n, i - s]`` where ``0 ≤ i - s < length``."""
+    if shift == 0:
+        return x
+    length = x.shape[1]
+    offsets = jax.random.randint(key, x.shape[:1], -shift, shift + 1)
+    padded = jnp.pad(x, [(0, 0), (shift, shift)] + [(0, 0)] * (x.ndim - 2))
+
+    def one(row, offset):
+        return lax.dynamic_slice_in_dim(row, shift - offset, length, axis=0)
+
+    return jax.vmap(one)(padded, offsets)
+
+
 def _optimizer(settings: Settings) -> optax.GradientTransformation:
     schedule = optax.cosine_decay_schedule(settings.learning_rate, settings.num_steps)
     return optax.adam(schedule)
@@ -240,6 +265,7 @@ def _chunk(key, carry, first_step, x, y, update, criterion, *, arch, settings, n
     objective = tempered_elbo(arch, settings.prior_std)
     optimizer = _optimizer(settings)
     key_steps, key_data = jax.random.split(key)
+    key_shift = jax.random.fold_in(key, 7)  # its own stream: shift = 0 changes nothing else
 
     def body(carry, step):
         params, masks, opt_state = carry
@@ -247,6 +273,7 @@ def _chunk(key, carry, first_step, x, y, update, criterion, *, arch, settings, n
         order = jax.random.permutation(jax.random.fold_in(key_data, epoch), x.shape[0])
         rows = lax.dynamic_slice_in_dim(order, index * settings.batch_size, settings.batch_size)
         x_batch, y_batch = jnp.take(x, rows, axis=0), jnp.take(y, rows, axis=0)
+        x_batch = shift_examples(jax.random.fold_in(key_shift, step), x_batch, settings.shift)
         weights, pullback = jax.vjp(lambda p: subspace_weights(p, masks), params)
         value, grads = objective.value_and_grad_estimate(
             jax.random.fold_in(key_steps, step),

@@ -198,6 +198,28 @@ def test_bad_configuration_is_named():
         ssvi.settings_from_config({**TINY, "criterion": "l1"}, 1000)
     with pytest.raises(ValueError, match="batch_size"):
         ssvi.settings_from_config({**TINY, "batch_size": 1000}, 100)
+    with pytest.raises(ValueError, match="shift"):
+        ssvi.settings_from_config({**TINY, "shift": -1}, 1000)
+
+
+def test_shift_augmentation_moves_each_series_and_fills_zeros():
+    x = jnp.arange(1.0, 3 * 8 + 1).reshape(3, 8, 1)  # three series of length 8, no zeros
+    assert ssvi.shift_examples(jax.random.key(0), x, 0) is x
+    moved = np.asarray(ssvi.shift_examples(jax.random.key(0), x, 3))
+    seen = set()
+    for row, original in zip(moved[..., 0], np.asarray(x)[..., 0]):
+        s = int(np.sum(row == 0.0)) * (1 if row[0] == 0.0 else -1)  # zeros lead: moved right
+        seen.add(s)
+        assert abs(s) <= 3
+        expected = np.zeros(8)
+        if s >= 0:
+            expected[s:] = original[: 8 - s]
+        else:
+            expected[:s] = original[-s:]
+        np.testing.assert_array_equal(row, expected)
+    # over many rows every offset in [-3, 3] occurs
+    many = np.asarray(ssvi.shift_examples(jax.random.key(1), jnp.ones((400, 8, 1)), 3))[..., 0]
+    assert len({int(np.sum(row == 0.0)) * (1 if row[0] == 0.0 else -1) for row in many}) == 7
 
 
 # ---------------------------------------------------------------------------- the ELBO
@@ -281,7 +303,8 @@ def test_smoke_train_and_eval(tmp_path):
 @pytest.fixture(scope="module")
 def reproduction(tmp_path_factory):
     """The recorded benchmark (``benchmarks/zoo_ssvi.py``, both data sets, 5 seeds per
-    arm, about 22 minutes on two cores), run once for the target tests below."""
+    arm on digits and 3 on MNIST-1D, about 23 minutes on two cores), run once for the
+    target tests below."""
     sys.path.insert(0, "benchmarks")
     import zoo_ssvi
 
@@ -292,9 +315,10 @@ def reproduction(tmp_path_factory):
 MNIST1D_GAP = pytest.mark.xfail(
     strict=True,
     reason="measured shortfall, docs/zoo/ssvi.md 'What the recorded run shows': on MNIST-1D "
-    "SSVI 90% is 6.7 points behind dense VI (target 3), NLL 1.77x and ECE 2.0x dense "
-    "(target 1.1x); a generalization gap (training accuracy 100% for both), 4.5 points "
-    "with twice the epochs; augmentation or a larger network not tried",
+    "(shifts of up to 4 positions, 100 epochs) SSVI 90% is within 1.7 points of dense VI "
+    "but its NLL is 1.57x and its ECE 1.32x dense VI's (target 1.1x); validation runs "
+    "without augmentation, with larger shifts and with 50 epochs were further off; a wider "
+    "network or a longer run not tried within the slow test's 30 minutes",
 )
 TARGETS = [
     *(
@@ -311,10 +335,10 @@ TARGETS = [
     "digits: SSVI 90% within 3 points of dense accuracy",
     "digits: SSVI 90% NLL <= 1.1 x dense",
     "digits: SSVI 90% ECE <= 1.1 x dense",
+    "mnist1d: SSVI 90% within 3 points of dense accuracy",
     *(
         pytest.param(f"mnist1d: {target}", marks=MNIST1D_GAP)
         for target in (
-            "SSVI 90% within 3 points of dense accuracy",
             "SSVI 90% NLL <= 1.1 x dense",
             "SSVI 90% ECE <= 1.1 x dense",
         )
