@@ -4,7 +4,8 @@ The default run (``-m 'not slow'``) compiles XLA programs with LLVM optimization
 0 unless ``XLA_FLAGS`` already chooses a level. The programs are the same; only the
 CPU machine code is less optimized. Most of these tests compile many small programs
 and run each a few times, so compilation is most of their time: level 0 cut the
-default run from 18 to 12.5 minutes on 2 cores (measured 2026-12-06). The slow run
+default run from 18.0 to 11.4 minutes on 2 cores (9.6 in a clean CI run; measured
+2026-12-06). The slow run
 (``-m slow``), whose tests include speed targets, and the benchmark scripts keep
 XLA's default. To run the default tests at the default level:
 ``XLA_FLAGS=--xla_backend_optimization_level=2 python -m pytest -n 2``.

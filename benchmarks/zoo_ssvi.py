@@ -10,7 +10,7 @@ debiased marginal L2 calibration error of the reference code, all from Bayesian 
 averaging over 30 weight samples; the accuracy of the mean network; the active-weight
 count over training; analytic training FLOPs; the size of the sparse checkpoint file.
 
-    python benchmarks/zoo_ssvi.py                      # ~20 min on 2 shared cores
+    python benchmarks/zoo_ssvi.py                      # ~23 min on 2 cores
     python benchmarks/zoo_ssvi.py --seeds 0 --seeds-mnist1d 0 --epochs-digits 20 \
         --epochs-mnist1d 5 --no-docs
 
