@@ -202,14 +202,17 @@ def test_bad_configuration_is_named():
         ssvi.settings_from_config({**TINY, "shift": -1}, 1000)
 
 
+def _signed_shift(row):
+    """The shift of a zero-filled row of non-zero values: leading zeros mean right."""
+    return int(np.sum(row == 0.0)) * (1 if row[0] == 0.0 else -1)
+
+
 def test_shift_augmentation_moves_each_series_and_fills_zeros():
     x = jnp.arange(1.0, 3 * 8 + 1).reshape(3, 8, 1)  # three series of length 8, no zeros
     assert ssvi.shift_examples(jax.random.key(0), x, 0) is x
     moved = np.asarray(ssvi.shift_examples(jax.random.key(0), x, 3))
-    seen = set()
     for row, original in zip(moved[..., 0], np.asarray(x)[..., 0]):
-        s = int(np.sum(row == 0.0)) * (1 if row[0] == 0.0 else -1)  # zeros lead: moved right
-        seen.add(s)
+        s = _signed_shift(row)
         assert abs(s) <= 3
         expected = np.zeros(8)
         if s >= 0:
@@ -219,7 +222,7 @@ def test_shift_augmentation_moves_each_series_and_fills_zeros():
         np.testing.assert_array_equal(row, expected)
     # over many rows every offset in [-3, 3] occurs
     many = np.asarray(ssvi.shift_examples(jax.random.key(1), jnp.ones((400, 8, 1)), 3))[..., 0]
-    assert len({int(np.sum(row == 0.0)) * (1 if row[0] == 0.0 else -1) for row in many}) == 7
+    assert len({_signed_shift(row) for row in many}) == 7
 
 
 # ---------------------------------------------------------------------------- the ELBO
