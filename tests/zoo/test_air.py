@@ -307,7 +307,11 @@ def test_bad_estimator():
 
 @pytest.fixture(scope="module")
 def target_run(tmp_path_factory):
-    """One run of the benchmark's timing and long phases, shared by the target tests."""
+    """One run of the benchmark's timing and long phases, shared by the target tests.
+
+    The long phase trains for 15 minutes, half the target's 30, so that the whole test
+    stays under 30 minutes on 2 cores (the recorded 30-minute run chose its checkpoint
+    on the validation canvases after 218 s, see docs/zoo/air.md)."""
     import sys
 
     sys.path.insert(0, "benchmarks")
@@ -317,7 +321,7 @@ def target_run(tmp_path_factory):
     return benchmark.main(
         ["--out", str(out), "--no-docs", "--estimators", "reinforce", "enum",
          "--phases", "timing", "long", "--long", "iwae_mvd", "--residual",
-         "--long-seconds", "1800", "--long-learning-rate", "1e-3", "--eval-every", "40"]
+         "--long-seconds", "900", "--long-learning-rate", "1e-3", "--eval-every", "40"]
     )  # fmt: skip
 
 
