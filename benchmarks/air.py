@@ -3,7 +3,7 @@
 Becker et al., "Probabilistic Programming with Programmable Variational Inference",
 PLDI 2024, Table 2 (seconds per AIR training epoch, genjax.vi against Pyro) and
 Figure 7 (count accuracy and objective against wall-clock time per estimator), with
-AIR (Eslami et al., NeurIPS 2016) from ``models.air``.
+AIR (Eslami et al., NeurIPS 2016) from ``ppl_zoo.air``.
 
 Three phases, each selectable, each merged into ``benchmarks/air.json`` and its section
 of ``docs/zoo/air.md`` as soon as it ends:
@@ -46,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import ROOT, machine_info, replace_section  # noqa: E402
 
-import models.air as air  # noqa: E402
 import ppl  # noqa: E402
-from models.air._train import config_optimizer, options  # noqa: E402
+import ppl_zoo.air as air  # noqa: E402
+from ppl_zoo.air._train import config_optimizer, options  # noqa: E402
 
 PAGE = ROOT / "docs" / "zoo" / "air.md"
 IMG = ROOT / "docs" / "img"
@@ -80,7 +80,7 @@ TARGETS = {"reinforce": 8.0, "enum": 20.0}
 
 
 def pyro_air(config):
-    """The same AIR in Pyro: networks, spatial transformer, masks and priors of models.air."""
+    """The same AIR in Pyro: networks, spatial transformer, masks and priors of ppl_zoo.air."""
     import pyro
     import pyro.distributions as pdist
     import torch
@@ -133,7 +133,7 @@ def pyro_air(config):
             with torch.no_grad():
                 self.decoder[-1].bias.fill_(-2.0)
             # the LSTM cell's matrices, the canvas's columns of the input one apart (as
-            # models.air stores them), so no step slices them or pads their gradients
+            # ppl_zoo.air stores them), so no step slices them or pads their gradients
             cell = nn.LSTMCell(canvas**2 + 3 + z_what_size + 1, hidden)
             self.lstm = nn.ParameterDict(
                 {
@@ -186,7 +186,7 @@ def pyro_air(config):
             z_what = torch.zeros(n, z_what_size)
             pres = torch.ones(n)
             images = x.view(n, canvas, canvas)
-            # the LSTM as in models.air: the canvas's part of the gates once per canvas
+            # the LSTM as in ppl_zoo.air: the canvas's part of the gates once per canvas
             lstm = self.lstm
             projected = x @ lstm["w_canvas"].T + lstm["b"]
             with pyro.plate("canvases", n):
@@ -539,7 +539,7 @@ def phase_analysis(args, data, config, record):
     with AIR's guide and with the DAIR guide, the checkpoint chosen on validation; the
     confusion of true and inferred counts on the test canvases, and the accuracy on
     canvases whose two most overlapping digit windows share more or less than half of
-    the smaller one (`models.air.window_overlap`, from the generator's draws)."""
+    the smaller one (`ppl_zoo.air.window_overlap`, from the generator's draws)."""
     overlap = air.window_overlap(int(config["data_seed"]) + 1, int(config["num_test"]),
                                  int(config["max_objects"]))  # fmt: skip
     heavy = overlap > 0.5

@@ -9,11 +9,11 @@ from Python, as in optax's examples. Both run in the same process, interleaved
 the medians is the overhead. Per step: wall-clock time, and the process's CPU time
 (less exposed to other programs on a shared machine).
 
-* AIR (``models.air``, REINFORCE with a baseline, 3.2 M parameters, batch 64): ``fit``
+* AIR (``ppl_zoo.air``, REINFORCE with a baseline, 3.2 M parameters, batch 64): ``fit``
   on the training canvases as array data (``batch_size=64``), ``--air-steps`` steps in
   one call (one compiled ``lax.scan`` chunk); the hand-written loop slices the same
   permutation of the canvases.
-* Mult-VAE (``models.mult_vae``, the annealed β-ELBO, batch 100): one epoch over an
+* Mult-VAE (``ppl_zoo.mult_vae``, the annealed β-ELBO, batch 100): one epoch over an
   iterator of minibatches (``AnnealedBatches``, as the zoo trains it), so ``fit`` runs
   one jitted step per batch; the hand-written loop takes the same batches.
 
@@ -45,11 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import PAGE, ROOT, machine_info, replace_section  # noqa: E402
 
-import models.air as air  # noqa: E402
 import ppl  # noqa: E402
-from models import mult_vae  # noqa: E402
-from models.air._train import config_optimizer, options  # noqa: E402
-from models.mult_vae._train import AnnealedBatches  # noqa: E402
+import ppl_zoo.air as air  # noqa: E402
+from ppl_zoo import mult_vae  # noqa: E402
+from ppl_zoo.air._train import config_optimizer, options  # noqa: E402
+from ppl_zoo.mult_vae._train import AnnealedBatches  # noqa: E402
 
 TARGET = 1.03
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import ROOT, machine_info, replace_section  # noqa: E402
 
-from models import ard_vae  # noqa: E402
+from ppl_zoo import ard_vae  # noqa: E402
 
 ARMS = ("ARD-VAE", "VAE")
 PAPER = {  # Saha et al., Table 5 (L = 10) and Table 1 / 2 (active counts)

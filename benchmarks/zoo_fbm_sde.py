@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import ROOT, machine_info, replace_section  # noqa: E402
 
-from models import fbm_sde  # noqa: E402
+from ppl_zoo import fbm_sde  # noqa: E402
 
 PAGE = ROOT / "docs" / "zoo" / "fbm_sde.md"
 TABLE_HURSTS = (0.2, 0.3, 0.5, 0.7, 0.8)

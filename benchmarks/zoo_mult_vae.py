@@ -1,6 +1,6 @@
 """Reproduce Liang et al. (WWW 2018) at CPU scale: Mult-VAE against its baselines.
 
-On the generated clicks (``models.mult_vae.synthetic_clicks``), for each seed:
+On the generated clicks (``ppl_zoo.mult_vae.synthetic_clicks``), for each seed:
 popularity, EASE (λ chosen on validation users), Mult-DAE [I-200-I], Mult-VAE
 [I-600-200-600-I] (β annealed to 0.2, best validation epoch) and the oracle that ranks
 by the true click probabilities; NDCG@100, NDCG@20, Recall@20 and Recall@50 with
@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import ROOT, machine_info, replace_section  # noqa: E402
 
 import ppl  # noqa: E402
-from models import mult_vae  # noqa: E402
-from models.mult_vae._model import mlp  # noqa: E402
-from models.mult_vae._train import AnnealedBatches  # noqa: E402
+from ppl_zoo import mult_vae  # noqa: E402
+from ppl_zoo.mult_vae._model import mlp  # noqa: E402
+from ppl_zoo.mult_vae._train import AnnealedBatches  # noqa: E402
 
 ARMS = ("popularity", "EASE", "Mult-DAE", "Mult-VAE", "oracle")
 METRICS = ("ndcg@100", "recall@20", "recall@50", "ndcg@20")
@@ -181,7 +181,7 @@ def time_gradients(config: dict, split, repeats: int = 50) -> dict:
 
 
 def ppl_epoch(config: dict, split, nan_guard: bool = True):
-    """One epoch through ``ppl.fit`` (the objective of ``models.mult_vae``)."""
+    """One epoch through ``ppl.fit`` (the objective of ``ppl_zoo.mult_vae``)."""
     objective = mult_vae.annealed_elbo(config["keep_prob"])
     optimizer = optax.adam(config["learning_rate"])
     steps = split.train.shape[0] // config["batch_size"]

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import ROOT, machine_info, replace_section  # noqa: E402
 
-from models import pv_rnn  # noqa: E402
+from ppl_zoo import pv_rnn  # noqa: E402
 
 COLUMNS = [
     ("recon_mse", "train recon. MSE", 1e4),

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import ROOT, machine_info, replace_section  # noqa: E402
 
-from models import ssvi  # noqa: E402
+from ppl_zoo import ssvi  # noqa: E402
 
 ARMS = {
     # name: (density, update, criterion)

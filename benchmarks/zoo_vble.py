@@ -1,6 +1,6 @@
 """Reproduce VBLE (Biquard et al., arXiv:2311.17744) at CPU scale.
 
-Trains the small compressive autoencoder of ``models.vble`` on crops of scikit-image's
+Trains the small compressive autoencoder of ``ppl_zoo.vble`` on crops of scikit-image's
 bundled photographs (rate-distortion, ``ppl.fit``), then, for Gaussian deblurring
 (σ_k = 3, noise 7.65/255), 4x super-resolution and 50 % inpainting (noise 2.55/255):
 chooses each method's regularization weight on crops of the validation image
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import ROOT, machine_info, replace_section  # noqa: E402
 
-from models import vble  # noqa: E402
+from ppl_zoo import vble  # noqa: E402
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 GRIDS = {  # candidate weights, chosen on the validation crops

@@ -1,4 +1,4 @@
-"""The zoo's registry: what every model provides (see shared/ZOO.md)."""
+"""The zoo's registry: what every model provides (see docs/developer/adding-a-zoo-model.md)."""
 
 from __future__ import annotations
 

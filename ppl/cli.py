@@ -46,7 +46,7 @@ one, in an importable module (put its folder on PYTHONPATH):
 (strategy names: reparam, reinforce, enum, mvd, detached, baseline(S, VALUE),
 leave_one_out(N); a .py file defines VARIANTS and may use ppl.Strategy objects). Without
 --variants the problem's own variants are used. --zoo NAME compares the problem of the
-model zoo's entry models.REGISTRY[NAME] (its `problem`). Bad input exits with status 2
+model zoo's entry ppl_zoo.REGISTRY[NAME] (its `problem`). Bad input exits with status 2
 and a one-line message.
 """
 
@@ -114,10 +114,10 @@ def _compare_problem(args: argparse.Namespace, compare):
 
 def _zoo_registry() -> dict:
     try:
-        models = importlib.import_module("models")
+        zoo = importlib.import_module("ppl_zoo")
     except ImportError:
-        raise ValueError("the model zoo (the package 'models') is not installed.") from None
-    return getattr(models, "REGISTRY", {})
+        raise ValueError("the model zoo (the package 'ppl_zoo') is not installed.") from None
+    return getattr(zoo, "REGISTRY", {})
 
 
 def _parse_setting(text: str) -> tuple[str, object]:

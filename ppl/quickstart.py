@@ -5,7 +5,7 @@ IWHVI and DIWHVI with an auxiliary-variable guide marginalized by ``ppl.marginal
 prints the converged objective values next to the paper's, and saves a plot of the
 approximate posteriors over the true one.
 
-Model (``shared/reference/cone_model.md``): ``x, y ~ Normal(0, 10)``,
+Model (the paper's Fig. 2): ``x, y ~ Normal(0, 10)``,
 ``r = x² + y²``, ``z ~ Normal(r, 0.1 + r/100)`` observed at ``z = 5``.
 """
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import models
+import ppl_zoo
 from ppl import cli
 
 
@@ -28,7 +28,7 @@ def toy(monkeypatch):
         calls.append(("eval", (out / "checkpoint.txt").read_text()))
         return {"score": 0.5}
 
-    entry = models.ZooModel(
+    entry = ppl_zoo.ZooModel(
         name="toy",
         description="a toy entry for the tests",
         citation="Nobody (2026)",
@@ -37,7 +37,7 @@ def toy(monkeypatch):
         train=train,
         evaluate=evaluate,
     )
-    monkeypatch.setitem(models.REGISTRY, "toy", entry)
+    monkeypatch.setitem(ppl_zoo.REGISTRY, "toy", entry)
     return calls
 
 
@@ -53,9 +53,9 @@ def test_list_train_and_eval(toy, tmp_path, capsys):
 
 
 def test_estimator_is_shorthand_for_set_estimator(toy, monkeypatch, tmp_path):
-    entry = models.REGISTRY["toy"]
+    entry = ppl_zoo.REGISTRY["toy"]
     config = {**entry.default_config, "estimator": "reinforce"}
-    monkeypatch.setitem(models.REGISTRY, "toy", entry.__class__(**{**entry.__dict__,
+    monkeypatch.setitem(ppl_zoo.REGISTRY, "toy", entry.__class__(**{**entry.__dict__,
                         "default_config": config}))  # fmt: skip
     argv = ["zoo", "train", "toy", "--out", str(tmp_path), "--estimator", "mvd"]
     assert cli.main(argv) == 0

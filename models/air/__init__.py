@@ -6,7 +6,8 @@ The estimator benchmark (REINFORCE with a baseline, enumeration, MVD, the MVD/en
 hybrid, IWAE(2) with REINFORCE and with MVD, reweighted wake-sleep; timings against
 Pyro) is that of Becker, Lew, Wang, Ghavami, Huot, Rinard, Mansinghka. "Probabilistic
 Programming with Programmable Variational Inference". PLDI 2024 (arXiv:2406.15742),
-Table 2 and Figure 7. Read ``shared/reference/programmable_vi.md`` first.
+Table 2 and Figure 7. Documentation:
+``docs/zoo/air.md``.
 
 The model and guide are NumPyro programs (`model`, `guide`); `make_objective` writes
 each estimator's objective with ``ppl.sim`` / ``ppl.density`` and a strategy map for
@@ -25,8 +26,8 @@ from typing import Any
 import jax
 import numpy as np
 
-import models
-from models.air._data import (
+import ppl_zoo
+from ppl_zoo.air._data import (
     Canvases,
     Split,
     digit_windows,
@@ -35,7 +36,7 @@ from models.air._data import (
     make_split,
     window_overlap,
 )
-from models.air._model import (
+from ppl_zoo.air._model import (
     ESTIMATORS,
     Sizes,
     batch_objective,
@@ -47,8 +48,8 @@ from models.air._model import (
     model,
     z_pres_strategies,
 )
-from models.air._nets import image_to_window, window_to_image
-from models.air._train import Evaluator, optimizer, train_air
+from ppl_zoo.air._nets import image_to_window, window_to_image
+from ppl_zoo.air._train import Evaluator, optimizer, train_air
 
 __all__ = [
     "CITATION",
@@ -231,8 +232,8 @@ def _rectangle(x, y, side, color):
     return Rectangle((x, y), side, side, fill=False, edgecolor=color, lw=1)
 
 
-models.register(
-    models.ZooModel(
+ppl_zoo.register(
+    ppl_zoo.ZooModel(
         name="air",
         description="Attend-Infer-Repeat on multi-digit canvases, every z_pres estimator",
         citation=CITATION,

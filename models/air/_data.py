@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.air._nets import window_to_image
+from ppl_zoo.air._nets import window_to_image
 
 __all__ = [
     "Canvases",

@@ -39,7 +39,7 @@ from jax.scipy.special import logsumexp
 from numpyro import handlers
 
 import ppl
-from models.air._nets import (
+from ppl_zoo.air._nets import (
     image_to_window,
     init_linear,
     init_lstm,

@@ -14,8 +14,8 @@ import optax
 from tqdm.auto import tqdm
 
 import ppl
-from models.air import _model
-from models.air._data import Canvases
+from ppl_zoo.air import _model
+from ppl_zoo.air._data import Canvases
 
 __all__ = ["optimizer", "Evaluator", "train_air"]
 

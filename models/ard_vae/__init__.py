@@ -1,8 +1,8 @@
 """ARD-VAE: finding the relevant latent dimensions of a variational autoencoder.
 
 Saha, Joshi, Whitaker. "ARD-VAE: A Statistical Formulation to Find the Relevant Latent
-Dimensions of Variational Autoencoders" (arXiv:2501.10901, 2025). Read
-``shared/reference/ard_vae.md`` first.
+Dimensions of Variational Autoencoders" (arXiv:2501.10901, 2025). Documentation:
+``docs/zoo/ard_vae.md``.
 
 A hierarchical prior ``z_l ~ N(0, α_l⁻¹)``, ``α_l ~ Gamma(0, 0)``, whose posterior given
 encoded held-aside data is (for large ``n``) ``N(0, σ̂_l²)`` with ``σ̂_l²`` the mean square
@@ -25,8 +25,8 @@ from typing import Any
 import jax
 import numpy as np
 
-import models
-from models.ard_vae._data import (
+import ppl_zoo
+from ppl_zoo.ard_vae._data import (
     DATASETS,
     SPRITE_FACTORS,
     Dataset,
@@ -37,8 +37,8 @@ from models.ard_vae._data import (
     read_array,
     sprites,
 )
-from models.ard_vae._evaluate import DigitsFeatures, evaluate_model, generate
-from models.ard_vae._metrics import (
+from ppl_zoo.ard_vae._evaluate import DigitsFeatures, evaluate_model, generate
+from ppl_zoo.ard_vae._metrics import (
     active_mask,
     count_active,
     jacobian_weights,
@@ -49,8 +49,8 @@ from models.ard_vae._metrics import (
     reconstruction_error,
     relevance,
 )
-from models.ard_vae._model import ard_elbo, decode_mean, encode, guide, init_vae, mlp, model
-from models.ard_vae._train import estimate_prior_variance, train_vae
+from ppl_zoo.ard_vae._model import ard_elbo, decode_mean, encode, guide, init_vae, mlp, model
+from ppl_zoo.ard_vae._train import estimate_prior_variance, train_vae
 
 __all__ = [
     "CITATION",
@@ -241,8 +241,8 @@ def _plot(info: dict, metrics: dict, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-models.register(
-    models.ZooModel(
+ppl_zoo.register(
+    ppl_zoo.ZooModel(
         name="ard_vae",
         description="ARD-VAE: data-driven prior variances find the relevant latent axes",
         citation=CITATION,

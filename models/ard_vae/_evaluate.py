@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.ard_vae import _metrics, _model
-from models.ard_vae._data import Dataset
-from models.ard_vae._train import estimate_prior_variance
+from ppl_zoo.ard_vae import _metrics, _model
+from ppl_zoo.ard_vae._data import Dataset
+from ppl_zoo.ard_vae._train import estimate_prior_variance
 
 __all__ = ["DigitsFeatures", "generate", "evaluate_model"]
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.ard_vae import _model
+from ppl_zoo.ard_vae import _model
 
 __all__ = [
     "jacobian_weights",

@@ -14,7 +14,7 @@ is the ordinary ELBO of the two programs once the latent site ``z`` carries
 ``numpyro.handlers.scale(scale=β)`` in both of them:
 ``log p_β(x, z) - log q_β(z) = log p(x | z) + β (log p(z) - log q(z | x))``. The prior
 variances ``σ̂²`` are an *argument* of the objective, wrapped in ``stop_gradient``: they
-are held constant within an epoch and re-estimated between epochs (`models.ard_vae._train`).
+are held constant within an epoch and re-estimated between epochs (`ppl_zoo.ard_vae._train`).
 With ``σ̂² = 1`` the same objective is the plain N(0, I) β-VAE, the baseline.
 """
 
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 LIKELIHOODS = ("normal", "bernoulli")
-VARIANCE_FLOOR = 1e-8  # the σ̂² floor inside the KL (reference note, "Numerical floor")
+VARIANCE_FLOOR = 1e-8  # the σ̂² floor inside the KL: keeps log σ̂² finite on a collapsed axis
 
 
 def init_mlp(key: jax.Array, sizes: list[int]) -> list[tuple[jax.Array, jax.Array]]:

@@ -24,7 +24,7 @@ import optax
 from tqdm.auto import tqdm
 
 import ppl
-from models.ard_vae import _model
+from ppl_zoo.ard_vae import _model
 
 __all__ = ["estimate_prior_variance", "train_vae"]
 

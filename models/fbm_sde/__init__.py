@@ -1,7 +1,8 @@
 """Variational inference for SDEs driven by fractional noise (MA-fBM).
 
 Daems, Opper, Crevecoeur, Birdal. "Variational Inference for SDEs Driven by Fractional
-Noise". ICLR 2024 (arXiv:2310.12975). Read ``shared/reference/ma_fbm_sde.md`` first.
+Noise". ICLR 2024 (arXiv:2310.12975). Documentation:
+``docs/zoo/fbm_sde.md``.
 
 Fractional Brownian motion is approximated by a weighted sum of Ornstein-Uhlenbeck
 processes driven by one Brownian motion, with the closed-form optimal weights ω*(H)
@@ -23,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import models
-from models.fbm_sde._baselines import (
+import ppl_zoo
+from ppl_zoo.fbm_sde._baselines import (
     Estimate,
     conditioned_std,
     exact_mle,
@@ -34,8 +35,8 @@ from models.fbm_sde._baselines import (
     kalman_mle,
     ma_fbm_covariance,
 )
-from models.fbm_sde._data import HurstData, fbm_covariance, make_data, sample_fbm
-from models.fbm_sde._markov import (
+from ppl_zoo.fbm_sde._data import HurstData, fbm_covariance, make_data, sample_fbm
+from ppl_zoo.fbm_sde._markov import (
     gamma_grid,
     gammaincc_ez,
     kernel_error_by_quadrature,
@@ -46,8 +47,8 @@ from models.fbm_sde._markov import (
     relative_error,
     weights_and_derivative,
 )
-from models.fbm_sde._model import SDESetup, hurst_of, init_params, make_elbo, simulate
-from models.fbm_sde._train import bridge_setup, fit_bridge, fit_hurst, hurst_setup, optimizer_for
+from ppl_zoo.fbm_sde._model import SDESetup, hurst_of, init_params, make_elbo, simulate
+from ppl_zoo.fbm_sde._train import bridge_setup, fit_bridge, fit_hurst, hurst_setup, optimizer_for
 
 __all__ = [
     "CITATION",
@@ -237,8 +238,8 @@ def _plot_posterior(key, params, setup: SDESetup, data: HurstData, path: Path) -
     figure.savefig(path, dpi=100)
 
 
-models.register(
-    models.ZooModel(
+ppl_zoo.register(
+    ppl_zoo.ZooModel(
         name="fbm_sde",
         description="MA-fBM latent SDE: Hurst index by Girsanov VI (fBM paths, H recovery)",
         citation=CITATION,

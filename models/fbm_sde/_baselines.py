@@ -5,9 +5,9 @@
   standard for the Hurst index.
 * `kalman_log_likelihood` / `kalman_mle`: the exact likelihood under the *MA-fBM* prior
   ``X = σ Σ_k ω_k(H) (Y_k - Y_k(0))``: the OU states have exact linear-Gaussian
-  transitions, so a Kalman filter on ``(Y, Y(0))`` gives it (the reference note's
-  baseline 2). The VI estimate targets the same model, so the gap between the two is
-  the variational gap alone, the gap to `exact_mle` the Markov-approximation bias.
+  transitions, so a Kalman filter on ``(Y, Y(0))`` gives it. The VI estimate targets the
+  same model, so the gap between the two is the variational gap alone, the gap to
+  `exact_mle` the Markov-approximation bias.
 * `ma_fbm_covariance`: the closed-form covariance of ``B̂_H``, used to check the
   filter and for the bridge's conditioned standard deviation.
 """
@@ -19,8 +19,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize, special
 
-from models.fbm_sde._data import fbm_covariance
-from models.fbm_sde._markov import mandelbrot_van_ness_variance, optimal_weights
+from ppl_zoo.fbm_sde._data import fbm_covariance
+from ppl_zoo.fbm_sde._markov import mandelbrot_van_ness_variance, optimal_weights
 
 __all__ = [
     "Estimate",

@@ -39,7 +39,7 @@ import numpy as np
 import numpyro.distributions as dist
 
 import ppl
-from models.fbm_sde._markov import markov_weights
+from ppl_zoo.fbm_sde._markov import markov_weights
 
 __all__ = ["SDESetup", "init_params", "hurst_of", "make_elbo", "simulate", "control_net"]
 

@@ -11,9 +11,9 @@ import numpy as np
 import optax
 
 import ppl
-from models.fbm_sde._data import HurstData
-from models.fbm_sde._markov import gamma_grid
-from models.fbm_sde._model import SDESetup, hurst_of, init_params, make_elbo, simulate
+from ppl_zoo.fbm_sde._data import HurstData
+from ppl_zoo.fbm_sde._markov import gamma_grid
+from ppl_zoo.fbm_sde._model import SDESetup, hurst_of, init_params, make_elbo, simulate
 
 __all__ = ["hurst_setup", "fit_hurst", "bridge_setup", "fit_bridge", "optimizer_for"]
 

@@ -1,7 +1,8 @@
 """Mult-VAE: variational autoencoders for collaborative filtering.
 
 Liang, Krishnan, Hoffman, Jebara. "Variational Autoencoders for Collaborative
-Filtering". WWW 2018 (arXiv:1802.05814). Read ``shared/reference/mult_vae.md`` first.
+Filtering". WWW 2018 (arXiv:1802.05814). Documentation:
+``docs/zoo/mult_vae.md``.
 
 A multinomial likelihood over items, an amortized Gaussian guide on the L2-normalized,
 dropped-out click vector, and the partially regularized β-ELBO with β annealed per
@@ -22,21 +23,21 @@ from typing import Any
 import jax
 import numpy as np
 
-import models
-from models.mult_vae._data import (
+import ppl_zoo
+from ppl_zoo.mult_vae._data import (
     Split,
     dense_batches,
     read_movielens,
     strong_generalization_split,
     synthetic_clicks,
 )
-from models.mult_vae._metrics import (
+from ppl_zoo.mult_vae._metrics import (
     exclude_fold_in,
     mean_and_standard_error,
     ndcg_at_k,
     recall_at_k,
 )
-from models.mult_vae._model import (
+from ppl_zoo.mult_vae._model import (
     annealed_elbo,
     beta_schedule,
     dae_objective,
@@ -48,7 +49,7 @@ from models.mult_vae._model import (
     model,
     vae_scores,
 )
-from models.mult_vae._train import (
+from ppl_zoo.mult_vae._train import (
     ease_scores,
     ease_weights,
     evaluate_scores,
@@ -184,8 +185,8 @@ def _plot(info: dict, path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-models.register(
-    models.ZooModel(
+ppl_zoo.register(
+    ppl_zoo.ZooModel(
         name="mult_vae",
         description="Mult-VAE / Mult-DAE for collaborative filtering (clicks, NDCG@100)",
         citation=CITATION,

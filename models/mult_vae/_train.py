@@ -15,9 +15,9 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 import ppl
-from models.mult_vae import _model
-from models.mult_vae._data import Split, dense_batches
-from models.mult_vae._metrics import (
+from ppl_zoo.mult_vae import _model
+from ppl_zoo.mult_vae._data import Split, dense_batches
+from ppl_zoo.mult_vae._metrics import (
     exclude_fold_in,
     mean_and_standard_error,
     ndcg_at_k,

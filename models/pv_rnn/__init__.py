@@ -2,7 +2,8 @@
 
 Ahmadi, Tani. "A Novel Predictive-Coding-Inspired Variational RNN Model for Online
 Prediction and Recognition". Neural Computation 31(11):2025-2074, 2019
-(arXiv:1811.01339). Read ``shared/reference/pv_rnn.md`` first.
+(arXiv:1811.01339). Documentation:
+``docs/zoo/pv_rnn.md``.
 
 Multiple-timescale deterministic units and Gaussian latent units per layer; the prior
 on the latents comes from the previous deterministic state; the posterior is a free
@@ -25,8 +26,8 @@ from typing import Any
 import jax
 import numpy as np
 
-import models
-from models.pv_rnn._data import (
+import ppl_zoo
+from ppl_zoo.pv_rnn._data import (
     EMISSIONS,
     PRIMITIVES,
     STATES,
@@ -38,13 +39,13 @@ from models.pv_rnn._data import (
     load_data,
     templates,
 )
-from models.pv_rnn._evaluate import (
+from ppl_zoo.pv_rnn._evaluate import (
     plot_generation,
     plot_predictions,
     pvrnn_metrics,
     vrnn_metrics,
 )
-from models.pv_rnn._metrics import (
+from ppl_zoo.pv_rnn._metrics import (
     branch_prior_scale,
     classify_cycles,
     cycle_states,
@@ -54,7 +55,7 @@ from models.pv_rnn._metrics import (
     total_variation,
     transition_counts,
 )
-from models.pv_rnn._model import (
+from ppl_zoo.pv_rnn._model import (
     gaussian_kl,
     generate,
     init_adaptive,
@@ -65,8 +66,8 @@ from models.pv_rnn._model import (
     vrnn_objective,
     window_objective,
 )
-from models.pv_rnn._regression import error_regression, future_targets, vrnn_predictions
-from models.pv_rnn._train import (
+from ppl_zoo.pv_rnn._regression import error_regression, future_targets, vrnn_predictions
+from ppl_zoo.pv_rnn._train import (
     fit_pvrnn,
     fit_vrnn,
     init_pvrnn,
@@ -223,8 +224,8 @@ def _measure(key, data, config, out_dir, params, plots: bool) -> dict:
     return metrics
 
 
-models.register(
-    models.ZooModel(
+ppl_zoo.register(
+    ppl_zoo.ZooModel(
         name="pv_rnn",
         description="PV-RNN with a meta-prior and error regression (Lissajous switching)",
         citation=CITATION,

@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.pv_rnn import _metrics, _model, _regression
-from models.pv_rnn._data import Data, templates
-from models.pv_rnn._train import layer_weights, taus_of
+from ppl_zoo.pv_rnn import _metrics, _model, _regression
+from ppl_zoo.pv_rnn._data import Data, templates
+from ppl_zoo.pv_rnn._train import layer_weights, taus_of
 
 __all__ = [
     "effective_log_scales",

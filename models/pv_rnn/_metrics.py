@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.pv_rnn._data import EMISSIONS, TRUE_TRANSITIONS, templates
+from ppl_zoo.pv_rnn._data import EMISSIONS, TRUE_TRANSITIONS, templates
 
 __all__ = [
     "classify_cycles",

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from models.pv_rnn import _model
+from ppl_zoo.pv_rnn import _model
 
 __all__ = ["error_regression", "vrnn_predictions", "future_targets"]
 

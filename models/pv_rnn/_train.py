@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 import ppl
-from models.pv_rnn import _model
+from ppl_zoo.pv_rnn import _model
 
 __all__ = ["layer_weights", "taus_of", "init_pvrnn", "init_vrnn", "fit_pvrnn", "fit_vrnn"]
 

@@ -1,8 +1,8 @@
 """SSVI: Bayesian neural networks trained sparse from the start.
 
 Li, Miao, Qiu, Zhang. "Training Bayesian Neural Networks with Sparse Subspace
-Variational Inference". ICLR 2024 (arXiv:2402.11025). Read
-``shared/reference/ssvi.md`` first.
+Variational Inference". ICLR 2024 (arXiv:2402.11025). Documentation:
+``docs/zoo/ssvi.md``.
 
 A mean-field Gaussian BNN whose variational parameters live on a fixed-size sparse
 support for the whole of training. The model and the LRT guide are NumPyro programs;
@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import models
-from models.ssvi._checkpoint import load_sparse, save_sparse
-from models.ssvi._data import DATASETS, Dataset, load_dataset, load_digits, load_mnist1d
-from models.ssvi._metrics import (
+import ppl_zoo
+from ppl_zoo.ssvi._checkpoint import load_sparse, save_sparse
+from ppl_zoo.ssvi._data import DATASETS, Dataset, load_dataset, load_digits, load_mnist1d
+from ppl_zoo.ssvi._metrics import (
     accuracy,
     classification_metrics,
     debiased_marginal_l2_ce,
@@ -36,7 +36,7 @@ from models.ssvi._metrics import (
     mean_and_standard_error,
     nll,
 )
-from models.ssvi._model import (
+from ppl_zoo.ssvi._model import (
     gaussian_kl,
     guide,
     likelihood,
@@ -48,8 +48,8 @@ from models.ssvi._model import (
     tempered_elbo,
     weight_space_elbo,
 )
-from models.ssvi._network import Layer, architecture, cnn1d, forward, forward_flops, mlp
-from models.ssvi._subspace import (
+from ppl_zoo.ssvi._network import Layer, architecture, cnn1d, forward, forward_flops, mlp
+from ppl_zoo.ssvi._subspace import (
     CRITERIA,
     exchange,
     exchange_fraction,
@@ -57,7 +57,7 @@ from models.ssvi._subspace import (
     removal_score,
     top_masks,
 )
-from models.ssvi._train import (
+from ppl_zoo.ssvi._train import (
     Settings,
     init_state,
     layer_counts,
@@ -239,8 +239,8 @@ def _plot(info: dict, settings: Settings, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-models.register(
-    models.ZooModel(
+ppl_zoo.register(
+    ppl_zoo.ZooModel(
         name="ssvi",
         description="SSVI: sparse-subspace mean-field BNNs trained sparse from the start",
         citation=CITATION,

@@ -24,7 +24,7 @@ import numpyro
 import numpyro.distributions as dist
 
 import ppl
-from models.ssvi._network import forward, linear_op
+from ppl_zoo.ssvi._network import forward, linear_op
 
 __all__ = [
     "prior",

@@ -1,9 +1,9 @@
 """SSVI training: a jitted optax loop around ppl's gradient estimator with the γ-step inside.
 
 Li, Miao, Qiu, Zhang, ICLR 2024, Algorithm 1, as in the reference code: φ-steps (Adam
-here) on the tempered LRT ELBO of `models.ssvi._model.tempered_elbo`; every ``ΔT``
+here) on the tempered LRT ELBO of `ppl_zoo.ssvi._model.tempered_elbo`; every ``ΔT``
 steps while ``t < T_end`` the optimizer step is replaced by the γ-step (removal and
-addition at a constant number of active weights per layer, `models.ssvi._subspace`).
+addition at a constant number of active weights per layer, `ppl_zoo.ssvi._subspace`).
 ``ppl.fit`` has no hook to run such a step between updates, so this module writes the
 loop itself: each step calls ``Expectation.value_and_grad_estimate`` (ppl's public
 API), whose gradient with respect to the dense-shaped, masked mean is also the
@@ -25,9 +25,9 @@ import optax
 from jax import lax
 from tqdm.auto import tqdm
 
-from models.ssvi._model import subspace_weights, tempered_elbo
-from models.ssvi._network import forward, forward_flops
-from models.ssvi._subspace import CRITERIA, criterion_index, exchange, exchange_fraction
+from ppl_zoo.ssvi._model import subspace_weights, tempered_elbo
+from ppl_zoo.ssvi._network import forward, forward_flops
+from ppl_zoo.ssvi._subspace import CRITERIA, criterion_index, exchange, exchange_fraction
 
 __all__ = [
     "Settings",
@@ -396,8 +396,8 @@ def init_state(key: jax.Array, arch: tuple, counts: dict, init_scale: float = 1e
     layer's density, so sparse layers start with the same pre-activation scale),
     ``σ = init_scale``; ``µ = ρ = 0`` outside the support.
     """
-    from models.ssvi._network import init_params
-    from models.ssvi._subspace import random_masks
+    from ppl_zoo.ssvi._network import init_params
+    from ppl_zoo.ssvi._subspace import random_masks
 
     key_params, key_masks = jax.random.split(key)
     params = init_params(key_params, arch, init_scale)

@@ -2,7 +2,8 @@
 
 Biquard, Genin, Latry, Chabert, Oberlin. "Variational Bayes image restoration with
 compressive autoencoders" (arXiv:2311.17744; v2 titled "Variational Bayesian latent
-estimation with compressive autoencoders"). Read ``shared/reference/vble.md`` first.
+estimation with compressive autoencoders"). Documentation:
+``docs/zoo/vble.md``.
 
 A small mean-scale-hyperprior compressive autoencoder (Ballé et al., ICLR 2018), trained
 with the rate-distortion objective on crops of scikit-image's bundled photographs (or a
@@ -27,8 +28,8 @@ import equinox as eqx
 import jax
 import numpy as np
 
-import models
-from models.vble._baselines import (
+import ppl_zoo
+from ppl_zoo.vble._baselines import (
     coverage,
     divergence,
     gradient,
@@ -39,8 +40,8 @@ from models.vble._baselines import (
     tv_restore,
     wiener,
 )
-from models.vble._cae import CAE, bits_per_pixel, init_cae, log_prior, rate_distortion, train_cae
-from models.vble._data import (
+from ppl_zoo.vble._cae import CAE, bits_per_pixel, init_cae, log_prior, rate_distortion, train_cae
+from ppl_zoo.vble._data import (
     TEST_IMAGES,
     TRAIN_IMAGES,
     VALIDATION_IMAGES,
@@ -51,8 +52,8 @@ from models.vble._data import (
     skimage_images,
     split_images,
 )
-from models.vble._operators import Blur, Downsample, Mask, gaussian_kernel, random_mask
-from models.vble._restore import (
+from ppl_zoo.vble._operators import Blur, Downsample, Mask, gaussian_kernel, random_mask
+from ppl_zoo.vble._restore import (
     LatentPosterior,
     conditional_mean,
     conditional_variance,
@@ -68,7 +69,7 @@ from models.vble._restore import (
     vble_objective,
     vble_xz_objective,
 )
-from models.vble._tasks import (
+from ppl_zoo.vble._tasks import (
     METHODS,
     TASKS,
     degrade,
@@ -267,8 +268,8 @@ def _plot_example(path: Path, x, y, out, task: str) -> None:
     figure.savefig(path, dpi=90)
 
 
-models.register(
-    models.ZooModel(
+ppl_zoo.register(
+    ppl_zoo.ZooModel(
         name="vble",
         description="VBLE: variational Bayes restoration in a compressive autoencoder's latents",
         citation=CITATION,

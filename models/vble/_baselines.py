@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.vble._operators import Blur, operator_norm
+from ppl_zoo.vble._operators import Blur, operator_norm
 
 __all__ = [
     "gradient",

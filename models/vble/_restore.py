@@ -40,7 +40,7 @@ import numpyro.distributions as dist
 import optax
 
 import ppl
-from models.vble._cae import CAE, log_prior
+from ppl_zoo.vble._cae import CAE, log_prior
 
 __all__ = [
     "LatentPosterior",

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.vble._baselines import coverage, psnr, spearman, ssim, tikhonov, tv_restore, wiener
-from models.vble._operators import Blur, Downsample, Mask, gaussian_kernel, random_mask
-from models.vble._restore import (
+from ppl_zoo.vble._baselines import coverage, psnr, spearman, ssim, tikhonov, tv_restore, wiener
+from ppl_zoo.vble._operators import Blur, Downsample, Mask, gaussian_kernel, random_mask
+from ppl_zoo.vble._restore import (
     conditional_variance,
     decoder_std,
     fit_map,

@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-import models
-import models.air as air
+import ppl_zoo
+import ppl_zoo.air as air
 
 SIZES = {"canvas_size": 12, "window_size": 4, "z_what": 3, "lstm": 6, "decoder": 6, "encoder": 6}
 TINY = {
@@ -67,7 +67,7 @@ def test_every_estimator_trains(estimator, data):
 
 
 def test_registry_train_and_eval(tmp_path, data):
-    entry = models.REGISTRY["air"]
+    entry = ppl_zoo.REGISTRY["air"]
     config = {**TINY, "estimator": "reinforce"}
     trained = entry.train(jax.random.key(0), data, config, tmp_path)
     assert 0.0 <= trained["count_accuracy"] <= 1.0
@@ -96,7 +96,7 @@ def test_transformer_matches_grid_sample_geometry():
 def test_projected_lstm_equals_the_full_step():
     """The guide's LSTM with the canvas projected once per canvas (its rows a leaf of
     their own) is the plain LSTM step, with the same initial values."""
-    from models.air._nets import init_lstm, lstm, lstm_input_projection, lstm_projected
+    from ppl_zoo.air._nets import init_lstm, lstm, lstm_input_projection, lstm_projected
 
     key_cell, key_x, key_in, key_h = jax.random.split(jax.random.key(0), 4)
     cell = init_lstm(key_cell, 30 + 5, 8)
@@ -221,7 +221,7 @@ def test_learning_rate_decay():
 def test_window_overlap_matches_the_drawn_boxes():
     """The overlap of the two most overlapping digit windows, from the generator's own
     draws, against the boxes rasterized on a fine grid."""
-    from models.air._data import _layout
+    from ppl_zoo.air._data import _layout
 
     overlap = air.window_overlap(7, 40, 3)
     counts, scale, centre = _layout(np.random.default_rng(7), 40, 3, (2.2, 3.3))

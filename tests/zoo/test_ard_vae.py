@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models
-from models import ard_vae
+import ppl_zoo
 from ppl import cli
+from ppl_zoo import ard_vae
 
 TINY = {
     **ard_vae.DEFAULT_CONFIG,
@@ -206,7 +206,7 @@ def test_cli_trains_and_evaluates(tmp_path, capsys):
     trained = json.loads((tmp_path / "train_metrics.json").read_text())
     assert 1 <= trained["active"] <= 4 and trained["reconstruction_error"] > 0.0
     assert (tmp_path / "training.png").exists() and (tmp_path / "params.npz").exists()
-    entry = models.REGISTRY["ard_vae"]
+    entry = ppl_zoo.REGISTRY["ard_vae"]
     data = entry.load_data(TINY, None)
     evaluated = entry.evaluate(jax.random.key(0), data, TINY, tmp_path)
     assert evaluated["active"] == trained["active"]

@@ -11,8 +11,8 @@ import mpmath
 import numpy as np
 import pytest
 
-import models
-from models import fbm_sde
+import ppl_zoo
+from ppl_zoo import fbm_sde
 
 TINY = {
     **fbm_sde.DEFAULT_CONFIG,
@@ -42,7 +42,7 @@ def test_cost_matches_quadrature_of_kernel_error(kind, hurst):
 
 
 def test_reference_cost_at_h08():
-    # shared/reference/ma_fbm_sde.md: closed form 0.10708 vs quadrature 0.10711 (K=5, T=1)
+    # closed form 0.10708 vs quadrature 0.10711 (K=5, T=1)
     gammas = fbm_sde.gamma_grid(5, 20.0)
     weights = fbm_sde.optimal_weights(0.8, gammas, 1.0, "I")
     a, b, c = fbm_sde.quadratic_cost(0.8, gammas, 1.0, "I")
@@ -221,7 +221,7 @@ def test_euler_step_limit_is_checked():
 
 
 def test_smoke_train_and_evaluate(tmp_path):
-    entry = models.REGISTRY["fbm_sde"]
+    entry = ppl_zoo.REGISTRY["fbm_sde"]
     data = entry.load_data(TINY, None)
     trained = entry.train(jax.random.key(0), data, TINY, tmp_path)
     assert (tmp_path / "objective.png").exists() and (tmp_path / "posterior.png").exists()

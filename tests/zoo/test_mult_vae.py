@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import models
-from models import mult_vae
+import ppl_zoo
 from ppl import cli
+from ppl_zoo import mult_vae
 
 TINY = {
     **mult_vae.DEFAULT_CONFIG,
@@ -174,7 +174,7 @@ def test_objective_is_the_beta_elbo():
 
 
 def test_zoo_entry_trains_and_evaluates(tmp_path):
-    entry = models.REGISTRY["mult_vae"]
+    entry = ppl_zoo.REGISTRY["mult_vae"]
     data = entry.load_data(TINY, None)
     for kind in ("vae", "dae"):
         out = tmp_path / kind

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models
-from models import pv_rnn
+import ppl_zoo
 from ppl import cli
+from ppl_zoo import pv_rnn
 
 TINY = {
     **pv_rnn.DEFAULT_CONFIG,
@@ -211,7 +211,7 @@ def test_error_regression_lowers_the_window_loss_and_does_not_recompile():
 
 
 def test_smoke_train_and_evaluate(tmp_path):
-    entry = models.REGISTRY["pv_rnn"]
+    entry = ppl_zoo.REGISTRY["pv_rnn"]
     data = entry.load_data(TINY, None)
     trained = entry.train(jax.random.key(0), data, TINY, tmp_path)
     for name in ("recon_mse", "tv_distance", "sigma_branch", "er_mse", "vrnn_mse"):

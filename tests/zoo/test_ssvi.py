@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models
-from models import ssvi
+import ppl_zoo
+from ppl_zoo import ssvi
 
 TINY = {
     **ssvi.DEFAULT_CONFIG,
@@ -187,7 +187,7 @@ def test_mnist1d_is_regenerated_offline_and_leaves_numpy_state_alone():
 
 
 def test_bad_configuration_is_named():
-    entry = models.REGISTRY["ssvi"]
+    entry = ppl_zoo.REGISTRY["ssvi"]
     with pytest.raises(ValueError, match="dataset must be"):
         entry.load_data({**TINY, "dataset": "mnist"}, None)
     with pytest.raises(ValueError, match="network='cnn' is for mnist1d"):
@@ -289,7 +289,7 @@ def test_update_flag_switches_the_gamma_step_without_recompiling():
 
 
 def test_smoke_train_and_eval(tmp_path):
-    entry = models.REGISTRY["ssvi"]
+    entry = ppl_zoo.REGISTRY["ssvi"]
     data = entry.load_data(TINY, None)
     trained = entry.train(jax.random.key(0), data, TINY, tmp_path)
     history = json.loads((tmp_path / "history.json").read_text())

@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models
-from models import vble
+import ppl_zoo
 from ppl import cli
+from ppl_zoo import vble
 
 TINY = {
     **vble.DEFAULT_CONFIG,
@@ -89,7 +89,7 @@ def test_solve_gram_is_the_dense_solve(index):
 def test_vble_xz_samples_are_the_gaussian_conditional(index):
     """With z pinned (widths at their lower bound), VBLE-xz's samples are
     ``p(x | z, y) = N(m, (γ⁻² I + σ⁻² AᵀA)⁻¹)``: the dense mean and variances."""
-    from models.vble._restore import _decode_samples_xz
+    from ppl_zoo.vble._restore import _decode_samples_xz
 
     shape, sigma, gamma = (16, 16), 0.05, 0.1
     operator = _operators(shape)[index]
@@ -213,7 +213,7 @@ def test_folder_loader_errors(tmp_path):
 
 def test_uniform_convolved_densities_have_unit_mass():
     """N(μ, σ²) ∗ U(-½, ½) and the logistic mixture ∗ U(-½, ½) sum to 1 over z + ℤ."""
-    from models.vble._cae import _gaussian_conditional, _hyper_density
+    from ppl_zoo.vble._cae import _gaussian_conditional, _hyper_density
 
     grid = jnp.arange(-60.0, 61.0) + 0.3
     locs, scales = jnp.array([[0.0], [1.7], [-4.2]]), jnp.array([[0.2], [3.0], [0.11]])
@@ -266,7 +266,7 @@ def test_baselines_improve_on_the_degraded_image(task):
 
 
 def test_zoo_entry_trains_and_evaluates(tmp_path):
-    entry = models.REGISTRY["vble"]
+    entry = ppl_zoo.REGISTRY["vble"]
     data = entry.load_data(TINY, None)
     data = data._replace(test={"camera": data.test["camera"]})  # one crop: seconds
     trained = entry.train(jax.random.key(0), data, TINY, tmp_path)
