@@ -48,7 +48,6 @@ from _common import ROOT, machine_info, replace_section  # noqa: E402
 
 import ppl  # noqa: E402
 import ppl_zoo.air as air  # noqa: E402
-from ppl_zoo.air._train import config_optimizer, options  # noqa: E402
 
 PAGE = ROOT / "docs" / "zoo" / "air.md"
 IMG = ROOT / "docs" / "img"
@@ -263,10 +262,11 @@ def time_pyro(loss_name, images, config, steps, threads):
 def time_ppl(estimator, images, config, steps, repeats):
     """Seconds per ``ppl.fit`` step (mean, std over ``repeats`` runs of ``steps`` steps)."""
     params = air.init_params(jax.random.key(0), air.Sizes.from_config(config))
+    options = air.model_options(config)
     objective = air.batch_objective(
-        air.make_objective(estimator, rws_particles=int(config["rws_particles"]), **options(config))
+        air.make_objective(estimator, rws_particles=int(config["rws_particles"]), **options)
     )
-    opt = config_optimizer(config)
+    opt = air.config_optimizer(config)
     data = jax.numpy.asarray(images)
     run = dict(
         optimizer=opt,
@@ -425,7 +425,7 @@ def phase_compare(args, data, config, record):
     one minibatch, then ``--train-steps`` training steps each from the same
     initialization and key, with the count accuracy (test and validation canvases)
     and the held-out ELBO every ``--eval-every`` steps (off the clock)."""
-    opts = options(config)
+    opts = air.model_options(config)
     variants = {
         LABELS[e]: air.batch_objective(
             air.make_objective(e, rws_particles=int(config["rws_particles"]), **opts)
@@ -450,7 +450,7 @@ def phase_compare(args, data, config, record):
         None, variants, jax.random.key(args.seed), params,
         jax.numpy.asarray(data.train.images[:batch]), num_samples=args.compare_samples,
         reference=reference, timing_calls=5, train=args.train_steps,
-        optimizer=config_optimizer(config), train_data=jax.numpy.asarray(data.train.images),
+        optimizer=air.config_optimizer(config), train_data=jax.numpy.asarray(data.train.images),
         train_batch_size=batch, train_metrics=metrics, train_eval_every=args.eval_every,
     )  # fmt: skip
     print(comparison)
@@ -477,7 +477,7 @@ def phase_rao_blackwell(args, data, config, record):
     weight (every ``z_pres_t`` score multiplies all of it) and written with
     ``ppl.objectives.elbo`` (each site's log density a cost: ``z_pres_t``'s score
     multiplies only the terms that depend on it), against ENUM as the reference mean."""
-    opts = options(config)
+    opts = air.model_options(config)
     steps = opts["num_steps"]
     arguments = (steps, opts["pres_prior"], tuple(opts["scale_prior"]), opts["residual"])
     reinforce = {f"z_pres_{t}": ppl.reinforce for t in range(steps)}

@@ -48,8 +48,6 @@ from _common import PAGE, ROOT, machine_info, replace_section  # noqa: E402
 import ppl  # noqa: E402
 import ppl_zoo.air as air  # noqa: E402
 from ppl_zoo import mult_vae  # noqa: E402
-from ppl_zoo.air._train import config_optimizer, options  # noqa: E402
-from ppl_zoo.mult_vae._train import AnnealedBatches  # noqa: E402
 
 TARGET = 1.03
 
@@ -79,8 +77,8 @@ def air_runs(config, steps):
     data = air.load_data(config, None)
     images = jnp.asarray(data.train.images)
     params = air.init_params(jax.random.key(0), air.Sizes.from_config(config))
-    objective = air.batch_objective(air.make_objective("reinforce", **options(config)))
-    optimizer = config_optimizer(config)
+    objective = air.batch_objective(air.make_objective("reinforce", **air.model_options(config)))
+    optimizer = air.config_optimizer(config)
     batch = int(config["batch_size"])
     hand = hand_loop(objective, optimizer)
     take = jax.jit(lambda rows: jnp.take(images, rows, axis=0))
@@ -117,8 +115,8 @@ def mult_vae_runs(config):
     hand = hand_loop(objective, optimizer)
 
     def batches(seed):
-        return AnnealedBatches(seed, split.train, batch, 1000, config["total_anneal_steps"],
-                               config["anneal_cap"])  # fmt: skip
+        anneal = (config["total_anneal_steps"], config["anneal_cap"])
+        return mult_vae.AnnealedBatches(seed, split.train, batch, 1000, *anneal)
 
     def run_fit(seed):
         result = ppl.fit(jax.random.key(seed), objective, params, optimizer=optimizer,

@@ -36,8 +36,6 @@ from _common import ROOT, machine_info, replace_section  # noqa: E402
 
 import ppl  # noqa: E402
 from ppl_zoo import mult_vae  # noqa: E402
-from ppl_zoo.mult_vae._model import mlp  # noqa: E402
-from ppl_zoo.mult_vae._train import AnnealedBatches  # noqa: E402
 
 ARMS = ("popularity", "EASE", "Mult-DAE", "Mult-VAE", "oracle")
 METRICS = ("ndcg@100", "recall@20", "recall@50", "ndcg@20")
@@ -97,11 +95,11 @@ def hand_written_loss(config: dict):
         x_norm = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
         mask = jax.random.bernoulli(key_drop, keep, x.shape)
         hidden = jnp.where(mask, x_norm / keep, 0.0)
-        loc, log_var = jnp.split(mlp(params["encoder"], hidden), 2, -1)
+        loc, log_var = jnp.split(mult_vae.mlp(params["encoder"], hidden), 2, -1)
         std = jnp.exp(0.5 * log_var)
         eps = jax.random.normal(key_z, loc.shape)
         z = loc + std * eps
-        log_lik = jnp.sum(x * jax.nn.log_softmax(mlp(params["decoder"], z)), -1)
+        log_lik = jnp.sum(x * jax.nn.log_softmax(mult_vae.mlp(params["decoder"], z)), -1)
         log_prior = jnp.sum(-0.5 * z**2, -1)
         log_q = jnp.sum(-0.5 * eps**2 - jnp.log(std), -1)
         return -jnp.mean(log_lik + beta * (log_prior - log_q))
@@ -109,9 +107,9 @@ def hand_written_loss(config: dict):
     return loss
 
 
-def epoch_batches(config: dict, split, seed: int, first_step: int) -> AnnealedBatches:
+def epoch_batches(config: dict, split, seed: int, first_step: int) -> mult_vae.AnnealedBatches:
     """The minibatches ``(x, β_t)`` of one epoch, the same for every timed loop."""
-    return AnnealedBatches(
+    return mult_vae.AnnealedBatches(
         seed,
         split.train,
         config["batch_size"],

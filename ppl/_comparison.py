@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ppl.vi._fit import running_mean as _running_mean
+from ppl._util import running_mean
 
 __all__ = ["Comparison", "VariantResult", "TrainingRun"]
 
@@ -64,7 +64,7 @@ class TrainingRun:
         size = self.history.size
         window = max(1, size // 10) if window is None else window
         index = np.unique(np.linspace(0, size - 1, min(points, size)).round().astype(int))
-        smooth = _running_mean(self.history, window)[index] if size else self.history
+        smooth = running_mean(self.history, window)[index] if size else self.history
         return TrainingRun(smooth, self.seconds[index], self.evaluations, index + 1)
 
 
@@ -459,7 +459,7 @@ class Comparison:
             history = r.training.history
             if r.training.steps is None:
                 size = max(1, history.size // 10) if window is None else window
-                smooth, steps = _running_mean(history, size), np.arange(1, history.size + 1)
+                smooth, steps = running_mean(history, size), np.arange(1, history.size + 1)
             else:  # read back from a summary: already the running mean
                 smooth, steps = history, r.training.steps
             by_time.plot(r.training.seconds, smooth, color=f"C{i}", label=r.label)

@@ -48,10 +48,10 @@ import scipy.stats
 from jax.tree_util import keystr, tree_flatten_with_path
 from tqdm.auto import tqdm
 
+from ppl._util import typed_key
 from ppl.adev import (
     Expectation,
 )
-from ppl.adev._expectation import typed_key
 from ppl.parallel import DATA, axis_size, constrain_batch, use_mesh
 from ppl.vi import fit
 

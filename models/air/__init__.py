@@ -49,7 +49,7 @@ from ppl_zoo.air._model import (
     z_pres_strategies,
 )
 from ppl_zoo.air._nets import image_to_window, window_to_image
-from ppl_zoo.air._train import Evaluator, optimizer, train_air
+from ppl_zoo.air._train import Evaluator, config_optimizer, model_options, optimizer, train_air
 
 __all__ = [
     "CITATION",
@@ -60,6 +60,7 @@ __all__ = [
     "Sizes",
     "Split",
     "batch_objective",
+    "config_optimizer",
     "decoded_windows",
     "digit_windows",
     "evaluate",
@@ -72,6 +73,7 @@ __all__ = [
     "load_multi_mnist",
     "make_objective",
     "make_split",
+    "model_options",
     "model",
     "optimizer",
     "train",

@@ -61,7 +61,8 @@ def config_optimizer(config: Mapping[str, Any]) -> optax.GradientTransformation:
     )
 
 
-def options(config: Mapping[str, Any]) -> dict:
+def model_options(config: Mapping[str, Any]) -> dict:
+    """The keyword arguments of `make_objective` (and the model) that a config sets."""
     return {
         "num_steps": int(config["max_objects"]),
         "pres_prior": float(config["pres_prior"]),
@@ -74,7 +75,7 @@ class Evaluator:
     """Count accuracy (guide at its modes) and the ELBO on held-out canvases, compiled once."""
 
     def __init__(self, test: Canvases, config: Mapping[str, Any], elbo_canvases: int = 256):
-        opts = options(config)
+        opts = model_options(config)
         self.images = jnp.asarray(test.images)
         self.counts = np.asarray(test.counts)
         self.elbo_images = jnp.asarray(test.images[:elbo_canvases])
@@ -141,7 +142,7 @@ def train_air(
     params = _model.init_params(key_init, sizes)
     objective = _model.batch_objective(
         _model.make_objective(
-            estimator, rws_particles=int(config["rws_particles"]), **options(config)
+            estimator, rws_particles=int(config["rws_particles"]), **model_options(config)
         )
     )
     opt = config_optimizer(config)

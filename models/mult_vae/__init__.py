@@ -50,6 +50,7 @@ from ppl_zoo.mult_vae._model import (
     vae_scores,
 )
 from ppl_zoo.mult_vae._train import (
+    AnnealedBatches,
     ease_scores,
     ease_weights,
     evaluate_scores,
@@ -60,6 +61,7 @@ from ppl_zoo.mult_vae._train import (
 )
 
 __all__ = [
+    "AnnealedBatches",
     "CITATION",
     "DEFAULT_CONFIG",
     "Split",

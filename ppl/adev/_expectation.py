@@ -11,36 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppl._util import typed_key
 from ppl.adev._interpreter import Acc, run, terminal
 
-__all__ = ["Expectation", "expectation", "typed_key"]
-
-
-def typed_key(key: Any, where: str = "an expectation") -> jax.Array:
-    """``key`` as one typed PRNG key; raw ``uint32[2]`` keys are wrapped.
-
-    Raises:
-        TypeError: naming ``where`` and what was given, if ``key`` is not one PRNG key
-            (an int, a NumPy ``Generator``, a batch of keys, ...).
-    """
-    if isinstance(key, jax.Array | np.ndarray):
-        array = key
-        if jnp.issubdtype(array.dtype, jax.dtypes.prng_key) and array.shape == ():
-            return array
-        if array.shape == (2,) and array.dtype == jnp.uint32:
-            return jax.random.wrap_key_data(jnp.asarray(array))
-        given = f"an array of shape {array.shape} and dtype {array.dtype}"
-        if jnp.issubdtype(array.dtype, jax.dtypes.prng_key):
-            given += " (a batch of keys: pass one of them, or jax.vmap over them)"
-    else:
-        given = f"{type(key).__module__}.{type(key).__qualname__}"
-        given = f"{key!r} ({given})" if isinstance(key, int | float | str) else given
-        if isinstance(key, np.random.Generator | np.random.RandomState):
-            given += " (NumPy's random generators are not JAX keys)"
-    raise TypeError(
-        f"{where}: the key must be one PRNG key, jax.random.key(0) (or the raw "
-        f"jax.random.PRNGKey(0)), got {given}."
-    )
+__all__ = ["Expectation", "expectation"]
 
 
 class Expectation:

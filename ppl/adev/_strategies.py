@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import distributions as dist
 
+from ppl._numpyro import mask_of
 from ppl.adev._log_prob import log_prob
 
 __all__ = [
@@ -452,7 +453,7 @@ def _unwrap_mask_and_expand(distribution):
     mask = None
     while isinstance(distribution, dist.MaskedDistribution | dist.ExpandedDistribution):
         if isinstance(distribution, dist.MaskedDistribution):
-            given = distribution._mask
+            given = mask_of(distribution)
             if given is False:
                 given = jnp.asarray(False)
             if given is not True:

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 from numpyro import handlers
 
-from ppl.adev._expectation import typed_key
+from ppl._util import typed_key
 from ppl.gen._funsor import contract, promote_batch_shape, register_promote_batch_shape
 from ppl.gen._program import _enumerable_in_body, _marked, _program_name, _Score
 

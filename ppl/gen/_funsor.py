@@ -1,4 +1,4 @@
-"""NumPyro's funsor elimination behind one function: the only place ppl reaches into it.
+"""NumPyro's funsor elimination behind one function.
 
 NumPyro sums the enumerated sites of a model out in a private function,
 ``numpyro.contrib.funsor.infer_util._enum_log_density`` (plates, ``markov`` loops and
@@ -39,22 +39,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppl._numpyro import funsor_elimination
+
 __all__ = ["contract", "promote_batch_shape", "SEMIRINGS"]
 
 #: The semirings of `contract`.
 SEMIRINGS = ("sum", "max", "sample")
-
-
-def _import():
-    try:
-        import funsor
-        from numpyro.contrib.funsor import enum
-        from numpyro.contrib.funsor.infer_util import _enum_log_density
-    except ImportError as error:  # pragma: no cover - funsor is a declared dependency
-        raise ImportError(
-            "summing discrete model sites out needs funsor: pip install 'funsor>=0.4.8'."
-        ) from error
-    return funsor, enum, _enum_log_density
 
 
 def contract(
@@ -77,7 +67,7 @@ def contract(
         ValueError, TypeError: as NumPyro's ``_enum_log_density`` (a dependence beyond
             the declared Markov order leaves a non-scalar result or a reshape error).
     """
-    funsor, enum, enum_log_density = _import()
+    funsor, enum, enum_log_density = funsor_elimination()
     from numpyro import handlers
 
     if semiring not in SEMIRINGS:
@@ -135,7 +125,7 @@ _sampled_logsumexp.defvjp(_sampled_logsumexp_fwd, _sampled_logsumexp_bwd)
 @functools.cache
 def _interpretation_class():
     """funsor interpretation: logsumexp eliminations of tensors with a sampled adjoint."""
-    funsor, _, _ = _import()
+    funsor, _, _ = funsor_elimination()
     from funsor.cnf import Contraction
     from funsor.interpretations import StatefulInterpretation
     from funsor.tensor import Tensor, align_tensors

@@ -12,7 +12,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.autoguide import AutoGuide
 
-from ppl.adev._expectation import typed_key
+from ppl._util import typed_key
 
 __all__ = ["init_params", "constrain"]
 

@@ -22,6 +22,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.primitives import Messenger
 
+from ppl._numpyro import base_constraint, is_real
 from ppl.adev import (
     Baseline,
     Detached,
@@ -474,10 +475,7 @@ class _Score(_Runner):
 
 def _check_support(value: jax.Array, fn: Any, name: str) -> jax.Array:
     support = fn.support
-    base = support
-    while isinstance(base, constraints._IndependentConstraint):  # real_vector, ...
-        base = base.base_constraint
-    if isinstance(base, constraints._Real) or not jnp.issubdtype(value.dtype, jnp.number):
+    if is_real(base_constraint(support)) or not jnp.issubdtype(value.dtype, jnp.number):
         return value  # every real value is in the support: nothing to check
     with jax.ensure_compile_time_eval():  # a concrete value is checked while tracing
         ok = jnp.all(support(value))

@@ -7,24 +7,19 @@ them exactly like a guide: ``ppl.sim(family, *args, params=...)`` and
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
-from jax.scipy.special import logsumexp
 
+from ppl._util import log_mean_exp
 from ppl.adev import detached, particles, sample
 from ppl.gen import Family, Trace, density, sim, site_log_densities
 
 __all__ = ["Marginal", "Normalize", "marginal", "normalize"]
 
 sg = jax.lax.stop_gradient
-
-
-def _log_mean_exp(log_weights: jax.Array) -> jax.Array:
-    return logsumexp(log_weights) - math.log(log_weights.shape[0])
 
 
 class Marginal(Family):
@@ -81,7 +76,7 @@ class Marginal(Family):
                 kept, params, strategies, args, kwargs, self.num_particles - 1
             )
             log_weights = jnp.concatenate([log_weights, fresh])
-        return Trace(kept, _log_mean_exp(log_weights), trace.retval, {**trace.auxiliary, **others})
+        return Trace(kept, log_mean_exp(log_weights), trace.retval, {**trace.auxiliary, **others})
 
     def log_density(self, choices, params, *args, **kwargs) -> jax.Array:
         kept, extra = self._split(choices)
@@ -90,7 +85,7 @@ class Marginal(Family):
                 f"marginal: choices {sorted(extra)} are not in keep={list(self.keep)}."
             )
         log_weights = self._fresh_weights(kept, params, None, args, kwargs, self.num_particles)
-        return _log_mean_exp(log_weights)
+        return log_mean_exp(log_weights)
 
 
 def marginal(
@@ -141,7 +136,7 @@ class Normalize(Family):
         choices, log_weights = self._particles(params, strategies, args, kwargs)
         index = sample(dist.Categorical(logits=sg(log_weights)), detached, name="resample")
         chosen = jax.tree.map(lambda c: sg(c[index]), choices)
-        log_z = _log_mean_exp(log_weights)
+        log_z = log_mean_exp(log_weights)
         log_p = density(self.target, chosen, *args, params=params, **kwargs)
         return Trace(chosen, log_p - log_z, None, {})
 

@@ -25,7 +25,7 @@ from jax import lax
 from jax.tree_util import keystr, tree_flatten_with_path
 from tqdm.auto import tqdm
 
-from ppl.adev._expectation import typed_key
+from ppl._util import running_mean, typed_key
 from ppl.parallel import DATA, axis_size, constrain_batch, replicate, shard_batch, use_mesh
 from ppl.vi._checkpoint import (
     CHECKPOINT_NAME,
@@ -120,18 +120,6 @@ class FitResult(NamedTuple):
         axes.legend(loc="lower right")
         figure.savefig(path, format="png", dpi=120)
         return path
-
-
-def running_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing mean over ``window`` values, skipping non-finite ones (NaN where none)."""
-    finite = np.isfinite(values)
-    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
-    counts = np.concatenate([[0.0], np.cumsum(finite)])
-    end = np.arange(1, values.size + 1)
-    start = np.maximum(end - window, 0)
-    count = counts[end] - counts[start]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, (sums[end] - sums[start]) / count, np.nan)
 
 
 class _Config(NamedTuple):

@@ -23,7 +23,7 @@ import numpy as np
 from numpyro import handlers
 from numpyro.infer.util import log_density
 
-from ppl.adev._expectation import typed_key
+from ppl._util import typed_key
 from ppl.gen import Family, constrain, density
 from ppl.vi._checks import check_params_given, check_unconstrained
 

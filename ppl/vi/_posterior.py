@@ -17,7 +17,7 @@ import numpy as np
 from numpyro import handlers
 from numpyro.infer import Predictive
 
-from ppl.adev._expectation import typed_key
+from ppl._util import typed_key
 from ppl.gen import constrain, posterior_discrete
 from ppl.vi._checks import check_params_given, check_unconstrained
 

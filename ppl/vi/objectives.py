@@ -9,13 +9,12 @@ guide, as in NumPyro's SVI: each program reads its own ``numpyro.param`` names.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 
+from ppl._util import log_mean_exp
 from ppl.adev import (
     Detached,
     Expectation,
@@ -66,10 +65,6 @@ def log_weights(model, guide, params, *args, num_particles: int = 1, strategies=
     return constrain_particles(particles(one, num_particles)())
 
 
-def _log_mean_exp(x: jax.Array) -> jax.Array:
-    return logsumexp(x) - math.log(x.shape[0])
-
-
 def elbo(model, guide, *, num_particles: int = 1, strategies: Mapping | None = None) -> Expectation:
     """The evidence lower bound, ``E_{z ~ q}[log p(x, z) - log q(z)]``.
 
@@ -115,7 +110,7 @@ def iwae(model, guide, *, num_particles: int, strategies: Mapping | None = None)
 
     @expectation
     def objective(params, *args, **kwargs):
-        return _log_mean_exp(
+        return log_mean_exp(
             log_weights(
                 model,
                 guide,
@@ -242,10 +237,10 @@ def vimco(model, guide, *, num_particles: int) -> Expectation:
 
         log_w, log_q = constrain_particles(particles(one, num_particles)())
         k = num_particles
-        bound = _log_mean_exp(log_w)
+        bound = log_mean_exp(log_w)
         others = (jnp.sum(log_w) - log_w) / (k - 1)
         replaced = log_w[None, :] * (1 - jnp.eye(k)) + jnp.diag(others)
-        leave_out = jax.vmap(_log_mean_exp)(replaced)
+        leave_out = jax.vmap(log_mean_exp)(replaced)
         return bound + jnp.sum(sg(bound - leave_out) * (log_q - sg(log_q)))
 
     return objective
@@ -270,7 +265,7 @@ def renyi(model, guide, *, alpha: float, num_particles: int, strategies=None) ->
             strategies=strategies,
             **kwargs,
         )
-        return _log_mean_exp((1.0 - alpha) * log_w) / (1.0 - alpha)
+        return log_mean_exp((1.0 - alpha) * log_w) / (1.0 - alpha)
 
     return objective
 
@@ -298,7 +293,7 @@ def dreg(model, guide, *, num_particles: int) -> Expectation:
         path, model_term = constrain_particles(particles(one, num_particles)())
         log_w = sg(path)
         normalized = jax.nn.softmax(log_w)
-        value = _log_mean_exp(log_w)
+        value = log_mean_exp(log_w)
         return (
             value
             + jnp.sum(sg(normalized**2) * (path - sg(path)))

@@ -22,6 +22,7 @@ from numpyro.infer.autoguide import AutoNormal
 
 import ppl
 from ppl import FitResult, fit
+from ppl._util import running_mean
 from ppl.vi import _fit
 
 Y = jnp.array([0.9, 1.3, 1.1])
@@ -473,7 +474,7 @@ def test_plot_writes_a_png(tmp_path):
     path = result.plot(tmp_path / "history.png")
     assert path == tmp_path / "history.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert _fit.running_mean(np.array([1.0, np.nan, 3.0]), 2).tolist() == [1.0, 1.0, 3.0]
+    assert running_mean(np.array([1.0, np.nan, 3.0]), 2).tolist() == [1.0, 1.0, 3.0]
 
 
 # ----------------------------------------------------------------------------- bad input
