@@ -3,32 +3,17 @@
 from ppl import compare as compare
 from ppl import objectives as objectives
 from ppl import parallel as parallel
-from ppl.adev import MVD as MVD
-from ppl.adev import Baseline as Baseline
-from ppl.adev import Detached as Detached
-from ppl.adev import Draw as Draw
-from ppl.adev import Enum as Enum
 from ppl.adev import Expectation as Expectation
-from ppl.adev import LeaveOneOut as LeaveOneOut
-from ppl.adev import LocalStrategy as LocalStrategy
-from ppl.adev import Reinforce as Reinforce
-from ppl.adev import Reparam as Reparam
-from ppl.adev import Strategy as Strategy
+from ppl.adev import _strategies
 from ppl.adev import add_cost as add_cost
-from ppl.adev import baseline as baseline
-from ppl.adev import default_strategy as default_strategy
-from ppl.adev import detached as detached
-from ppl.adev import enum as enum
 from ppl.adev import expectation as expectation
-from ppl.adev import leave_one_out as leave_one_out
 from ppl.adev import log_prob as log_prob
-from ppl.adev import mvd as mvd
 from ppl.adev import particles as particles
 from ppl.adev import plate as plate
-from ppl.adev import reinforce as reinforce
-from ppl.adev import reparam as reparam
 from ppl.adev import sample as sample
-from ppl.adev import score as score
+
+# every strategy (the registry in ppl/adev/_strategies.py lists them once)
+from ppl.adev._strategies import *  # noqa: F403
 from ppl.gen import Trace as Trace
 from ppl.gen import constrain as constrain
 from ppl.gen import density as density
@@ -55,25 +40,6 @@ __all__ = [
     "add_cost",
     "particles",
     "plate",
-    "Strategy",
-    "LocalStrategy",
-    "Draw",
-    "Reparam",
-    "Reinforce",
-    "Baseline",
-    "Enum",
-    "MVD",
-    "LeaveOneOut",
-    "Detached",
-    "detached",
-    "reparam",
-    "reinforce",
-    "baseline",
-    "enum",
-    "mvd",
-    "leave_one_out",
-    "default_strategy",
-    "score",
     "log_prob",
     "Trace",
     "sim",
@@ -93,4 +59,4 @@ __all__ = [
     "Importance",
     "compare",
     "parallel",
-]
+] + _strategies.__all__

@@ -15,19 +15,7 @@ from typing import Any
 
 import jax
 
-from ppl.adev import (
-    Enum,
-    Expectation,
-    LocalStrategy,
-    Strategy,
-    baseline,
-    detached,
-    enum,
-    leave_one_out,
-    mvd,
-    reinforce,
-    reparam,
-)
+from ppl.adev import STRATEGIES, Expectation, Strategy
 
 __all__ = ["Problem", "from_objective", "parse_strategy", "load_variants", "load_problem"]
 
@@ -71,25 +59,19 @@ def from_objective(objective_fn: Callable, *fn_args: Any, **fn_kwargs: Any) -> C
     return make
 
 
-_NAMED = {
-    "reparam": reparam,
-    "reinforce": reinforce,
-    "enum": enum,
-    "mvd": mvd,
-    "detached": detached,
-}
-_GRAMMAR = (
-    "reparam, reinforce, enum, enum(max_values=N), mvd, detached, "
-    "baseline(STRATEGY, VALUE), baseline(STRATEGY, VALUE, learn=true) or leave_one_out(N)"
-)
+def _grammar() -> str:
+    forms = [form for cls in STRATEGIES.values() for form in (cls.text_forms or (cls.name,))]
+    return ", ".join(forms[:-1]) + " or " + forms[-1]
 
 
 def parse_strategy(text: str) -> Strategy:
     """Parse a strategy written as text, without evaluating any code.
 
-    The grammar: ``reparam``, ``reinforce``, ``enum``, ``enum(max_values=N)``, ``mvd``,
-    ``detached``, ``baseline(STRATEGY, VALUE)`` (optionally ``learn=true``) and
-    ``leave_one_out(N)``, nested as in ``baseline(reinforce, -2.5)``.
+    The grammar: each registered strategy's name (``reparam``, ``reinforce``, ``enum``,
+    ``mvd``, ``detached``), or a call of it with numbers, ``true``/``false`` and
+    strategies as arguments (``enum(max_values=N)``, ``baseline(STRATEGY, VALUE)``
+    optionally with ``learn=true``, ``leave_one_out(N)``), nested as in
+    ``baseline(reinforce, -2.5)``. `ppl.Strategy.to_text` writes this form.
 
     Raises:
         ValueError: naming the text and the grammar, if it does not parse.
@@ -103,71 +85,47 @@ def parse_strategy(text: str) -> Strategy:
         raise TypeError(f"a strategy name must be a string, got {type(text).__name__}.")
     try:
         tree = ast.parse(text.strip(), mode="eval").body
-        return _strategy_from_ast(tree)
+        if not isinstance(tree, ast.Name | ast.Call):
+            raise ValueError(f"unexpected {ast.unparse(tree)!r}")
+        return _argument(tree)
     except (SyntaxError, ValueError, TypeError) as err:
         detail = f" ({err})" if isinstance(err, ValueError) and str(err) else ""
         raise ValueError(
-            f"cannot parse the strategy {text!r}{detail}; expected one of {_GRAMMAR}."
+            f"cannot parse the strategy {text!r}{detail}; expected one of {_grammar()}."
         ) from None
 
 
-def _number(node: ast.AST) -> float:
+def _argument(node: ast.AST) -> Any:
+    """A number, a boolean or a strategy, read from ``node``."""
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        value = _number(node.operand)
+        value = _argument(node.operand)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {ast.unparse(node)!r}")
         return -value if isinstance(node.op, ast.USub) else value
-    if (
-        isinstance(node, ast.Constant)
-        and isinstance(node.value, int | float)
-        and not isinstance(node.value, bool)
-    ):
-        return node.value
-    raise ValueError(f"expected a number, got {ast.unparse(node)!r}")
-
-
-def _flag(node: ast.AST) -> bool:
-    if isinstance(node, ast.Constant) and isinstance(node.value, bool):
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float | bool):
         return node.value
     if isinstance(node, ast.Name) and node.id.lower() in ("true", "false"):
         return node.id.lower() == "true"
-    raise ValueError(f"expected true or false, got {ast.unparse(node)!r}")
-
-
-def _count(node: ast.AST, what: str) -> int:
-    value = _number(node)
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {ast.unparse(node)!r}")
-    return value
-
-
-def _strategy_from_ast(node: ast.AST) -> Strategy:
     if isinstance(node, ast.Name):
-        if node.id in _NAMED:
-            return _NAMED[node.id]
-        raise ValueError(f"unknown strategy {node.id!r}")
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
-        raise ValueError(f"unexpected {ast.unparse(node)!r}")
-    name, args = node.func.id, node.args
-    kwargs = {k.arg: k.value for k in node.keywords}
-    if None in kwargs:
-        raise ValueError("**kwargs are not allowed")
-    if name in _NAMED and name != "enum" and not args and not kwargs:
-        return _NAMED[name]
-    if name == "enum" and not args and set(kwargs) <= {"max_values"}:
-        if "max_values" in kwargs:
-            return Enum(max_values=_count(kwargs["max_values"], "max_values"))
-        return enum
-    if name == "leave_one_out" and len(args) == 1 and not kwargs:
-        return leave_one_out(_count(args[0], "leave_one_out's number of particles"))
-    if name == "baseline" and len(args) == 2 and set(kwargs) <= {"learn"}:
-        inner = _strategy_from_ast(args[0])
-        if not isinstance(inner, LocalStrategy):
-            raise ValueError(
-                f"baseline wraps a score-function strategy such as reinforce, not "
-                f"{ast.unparse(args[0])}"
-            )
-        learn = _flag(kwargs["learn"]) if "learn" in kwargs else False
-        return baseline(inner, float(_number(args[1])), learn=learn)
-    raise ValueError(f"bad call {ast.unparse(node)!r}")
+        return _registered(node.id).from_text()
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        cls = _registered(node.func.id)
+        kwargs = {k.arg: k.value for k in node.keywords}
+        if None in kwargs:
+            raise ValueError("**kwargs are not allowed")
+        args = [_argument(arg) for arg in node.args]
+        kwargs = {name: _argument(value) for name, value in kwargs.items()}
+        try:
+            return cls.from_text(*args, **kwargs)
+        except TypeError:
+            raise ValueError(f"bad call {ast.unparse(node)!r}") from None
+    raise ValueError(f"unexpected {ast.unparse(node)!r}")
+
+
+def _registered(name: str) -> type[Strategy]:
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}")
+    return STRATEGIES[name]
 
 
 def _strategy_map(label: str, mapping: Mapping) -> dict:

@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import math
 import threading
+import types
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -39,29 +40,9 @@ from numpyro import distributions as dist
 from ppl._numpyro import mask_of
 from ppl.adev._log_prob import log_prob
 
-__all__ = [
-    "Strategy",
-    "LocalStrategy",
-    "Draw",
-    "Reparam",
-    "Reinforce",
-    "Baseline",
-    "Enum",
-    "MVD",
-    "LeaveOneOut",
-    "Detached",
-    "detached",
-    "reparam",
-    "reinforce",
-    "enum",
-    "mvd",
-    "baseline",
-    "leave_one_out",
-    "default_strategy",
-    "score",
-]
-
 sg = jax.lax.stop_gradient
+
+_REGISTRY: dict[str, type[Strategy]] = {}
 
 Continuation = Callable[..., jax.Array]  # kont(value, salt=None, primal=False) -> scalar
 
@@ -109,6 +90,59 @@ class Strategy(eqx.Module):
     """
 
     needs_continuation: ClassVar[bool] = True
+
+    #: The strategy's name: its text form (``ppl compare`` variant files and command
+    #: line, `ppl.compare.parse_strategy`) and the name of its constructor in ``ppl``. A
+    #: subclass that sets it is registered in `STRATEGIES` and exported by ``ppl``.
+    name: ClassVar[str | None] = None
+    #: The written forms listed in parse errors; empty: the bare name.
+    text_forms: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``ppl.sim`` may draw the site in place, as ``distribution.rsample(key)``,
+    #: instead of rewriting it into a ``ppl.sample`` site (pathwise strategies only).
+    draws_in_place: ClassVar[bool] = False
+    #: Whether the strategy forms per-element coefficients from the costs after the
+    #: site (`LeaveOneOut`): ``ppl.sim`` then keeps the log weight split by site.
+    per_element_costs: ClassVar[bool] = False
+    #: Whether the value drawn carries no derivative (score-function and detached
+    #: draws): ``ppl.sim`` then checks that nothing differentiates through it.
+    score_only: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is not None:
+            if name in _REGISTRY and _REGISTRY[name].__qualname__ != cls.__qualname__:
+                raise ValueError(
+                    f"strategy name {name!r} is taken by {_REGISTRY[name].__qualname__}."
+                )
+            _REGISTRY[name] = cls
+        if "draws_in_place" not in cls.__dict__ and {"draw", "estimate"} & set(cls.__dict__):
+            cls.draws_in_place = False  # a subclass that draws its own way is not rsample
+
+    @classmethod
+    def from_text(cls, *args: Any, **kwargs: Any) -> Strategy:
+        """The strategy that the text ``name(*args, **kwargs)`` (or ``name``) denotes.
+
+        The arguments are already read: numbers, booleans and strategies. The default
+        takes none and returns ``cls()``.
+
+        Raises:
+            ValueError: saying what is wrong with the arguments.
+        """
+        if args or kwargs:
+            raise ValueError(f"{cls.name} takes no arguments")
+        return cls()
+
+    def to_text(self) -> str:
+        """The text that `ppl.compare.parse_strategy` reads back as this strategy.
+
+        Raises:
+            ValueError: if the strategy holds a value that text cannot write (an
+                array-valued baseline).
+        """
+        if self.name is None:
+            raise ValueError(f"{type(self).__name__} has no text form (no name).")
+        return self.name
 
     def check(self, distribution: Any, site: Any) -> None:
         """Raise ``ValueError`` naming ``site`` if this strategy cannot apply."""
@@ -191,6 +225,12 @@ class LocalStrategy(Strategy):
         return f + sg(f - b) * jnp.sum(score_term)
 
 
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _require(condition: bool, site: Any, message: str) -> None:
     if not condition:
         raise ValueError(f"{site.describe()}: {message}")
@@ -204,6 +244,9 @@ class Reparam(LocalStrategy):
     2014). Uses the distribution's ``rsample``; Gamma, Beta and Dirichlet use NumPyro's
     implicit reparameterization (Figurnov et al. 2018).
     """
+
+    name: ClassVar[str] = "reparam"
+    draws_in_place: ClassVar[bool] = True
 
     def check(self, distribution, site):
         _require(
@@ -228,6 +271,9 @@ class Reinforce(LocalStrategy):
     distribution with a ``log_prob``; ``x`` itself carries no gradient.
     """
 
+    name: ClassVar[str] = "reinforce"
+    score_only: ClassVar[bool] = True
+
     def check(self, distribution, site):
         _require(hasattr(distribution, "log_prob"), site, "reinforce needs a log_prob.")
 
@@ -251,6 +297,35 @@ class Baseline(LocalStrategy):
     strategy: LocalStrategy
     value: jax.Array
     learn: bool = eqx.field(static=True, default=False)
+
+    name: ClassVar[str] = "baseline"
+    text_forms: ClassVar[tuple[str, ...]] = (
+        "baseline(STRATEGY, VALUE)",
+        "baseline(STRATEGY, VALUE, learn=true)",
+    )
+
+    @classmethod
+    def from_text(cls, strategy: Any, value: Any, learn: Any = False) -> Baseline:
+        if not isinstance(strategy, LocalStrategy):
+            raise ValueError(
+                f"baseline wraps a score-function strategy such as reinforce, not "
+                f"{_text_of(strategy)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {value!r}")
+        if not isinstance(learn, bool):
+            raise ValueError(f"expected true or false, got {learn!r}")
+        return baseline(strategy, float(value), learn=learn)
+
+    @property
+    def score_only(self) -> bool:  # type: ignore[override]
+        return self.strategy.score_only
+
+    def to_text(self) -> str:
+        if jnp.ndim(self.value) != 0 or isinstance(self.value, jax.core.Tracer):
+            raise ValueError("a baseline whose value is an array or traced has no text form.")
+        learn = ", learn=true" if self.learn else ""
+        return f"baseline({self.strategy.to_text()}, {float(self.value)!r}{learn})"
 
     def check(self, distribution, site):
         if not isinstance(self.strategy, LocalStrategy):
@@ -283,6 +358,19 @@ class Enum(Strategy):
     """
 
     max_values: int = eqx.field(static=True, default=4096)
+
+    name: ClassVar[str] = "enum"
+    text_forms: ClassVar[tuple[str, ...]] = ("enum", "enum(max_values=N)")
+
+    @classmethod
+    def from_text(cls, max_values: Any = None) -> Enum:
+        if max_values is None:
+            return cls()
+        return cls(max_values=_positive_int(max_values, "max_values"))
+
+    def to_text(self) -> str:
+        default = type(self)().max_values
+        return "enum" if self.max_values == default else f"enum(max_values={self.max_values})"
 
     def check(self, distribution, site):
         _require(
@@ -348,6 +436,8 @@ class MVD(Strategy):
     its masked-out coordinates get no derivative, as their zero score gives them under
     REINFORCE; an expanded distribution differentiates its base's parameters.
     """
+
+    name: ClassVar[str] = "mvd"
 
     _kinds: ClassVar[tuple] = (
         dist.BernoulliProbs,
@@ -478,6 +568,18 @@ class LeaveOneOut(Strategy):
 
     num_particles: int = eqx.field(static=True, default=2)
 
+    name: ClassVar[str] = "leave_one_out"
+    text_forms: ClassVar[tuple[str, ...]] = ("leave_one_out(N)",)
+    per_element_costs: ClassVar[bool] = True
+    score_only: ClassVar[bool] = True
+
+    @classmethod
+    def from_text(cls, num_particles: Any) -> LeaveOneOut:
+        return leave_one_out(_positive_int(num_particles, "leave_one_out's number of particles"))
+
+    def to_text(self) -> str:
+        return f"leave_one_out({self.num_particles})"
+
     def check(self, distribution, site):
         _require(self.num_particles >= 2, site, "leave_one_out needs num_particles >= 2.")
 
@@ -505,6 +607,9 @@ class Detached(LocalStrategy):
     where the objective adds the site's score terms itself (as VIMCO does with
     ``Trace.log_density``); resampling indices of SIR use it.
     """
+
+    name: ClassVar[str] = "detached"
+    score_only: ClassVar[bool] = True
 
     def draw(self, key, distribution):
         return Draw(sg(distribution.sample(key)))
@@ -534,3 +639,39 @@ def leave_one_out(num_particles: int) -> LeaveOneOut:
 def default_strategy(distribution: Any) -> Strategy:
     """``reparam`` where the distribution has ``rsample``, otherwise ``reinforce``."""
     return reparam if getattr(distribution, "has_rsample", False) else reinforce
+
+
+def _text_of(strategy: Any) -> str:
+    try:
+        return strategy.to_text()
+    except (AttributeError, ValueError):
+        return type(strategy).__name__
+
+
+#: The registered strategies, name -> class, in the order they are defined.
+STRATEGIES: types.MappingProxyType[str, type[Strategy]] = types.MappingProxyType(_REGISTRY)
+
+# The public names: the base classes, and each registered strategy's class and
+# constructor (tests/adev/test_registry.py checks this list against the registry).
+__all__ = [
+    "Strategy",
+    "LocalStrategy",
+    "Draw",
+    "STRATEGIES",
+    "default_strategy",
+    "score",
+    "Reparam",
+    "reparam",
+    "Reinforce",
+    "reinforce",
+    "Baseline",
+    "baseline",
+    "Enum",
+    "enum",
+    "MVD",
+    "mvd",
+    "LeaveOneOut",
+    "leave_one_out",
+    "Detached",
+    "detached",
+]

@@ -24,13 +24,8 @@ from numpyro.primitives import Messenger
 
 from ppl._numpyro import base_constraint, is_real
 from ppl.adev import (
-    Baseline,
-    Detached,
     Draw,
-    LeaveOneOut,
     LocalStrategy,
-    Reinforce,
-    Reparam,
     SiteInfo,
     Strategy,
     default_strategy,
@@ -199,17 +194,17 @@ class _Simulate(_Runner):
         if shape:
             fn = fn.expand(tuple(shape) + fn.batch_shape)
         strategy = _strategy_of(site, self.strategies)
-        if type(strategy) is Reparam:
+        if strategy.draws_in_place:
             # A pathwise draw needs no rewriting: draw it in place from a ppl key. This
             # also covers distributions whose pytree hides arrays (NumPyro's IAF flows).
-            Reparam().check(fn, _site_info(site))
+            strategy.check(fn, _site_info(site))
             key = _key(jax.tree.leaves(fn), name=f"{site['name']}/key")
             return fn.rsample(jax.random.wrap_key_data(key))
         # leave_one_out forms its coefficients per element from the costs (see
         # `ppl.LeaveOneOut`); other continuation strategies take the log weight whole
-        split = not strategy.needs_continuation or isinstance(strategy, LeaveOneOut)
+        split = not strategy.needs_continuation or strategy.per_element_costs
         self.continuation = self.continuation or not split
-        if _score_only(strategy):
+        if strategy.score_only:
             self.score_only.add(site["name"])
         with _plate_frames(_frames(site)):  # each element's score sees its own costs
             return sample(fn, strategy, name=site["name"])
@@ -247,14 +242,6 @@ def _site_log_prob(site: dict) -> jax.Array:
 def _frames(site: dict) -> tuple:
     """The site's ``numpyro.plate`` frames as ``((name, dim), ...)``."""
     return tuple((f.name, f.dim) for f in site.get("cond_indep_stack") or ())
-
-
-def _score_only(strategy) -> bool:
-    """Whether a site with this strategy draws a value without derivative (REINFORCE,
-    with or without a baseline, leave_one_out, or detached)."""
-    while isinstance(strategy, Baseline):
-        strategy = strategy.strategy
-    return type(strategy) in (Reinforce, Detached, LeaveOneOut)
 
 
 def _site_terms(trace: dict, plated: bool = True, score_only=frozenset()) -> list:
