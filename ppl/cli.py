@@ -7,6 +7,12 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import types
+
+    from ppl.compare import Problem
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -94,7 +100,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare_problem(args: argparse.Namespace, compare):
+def _compare_problem(args: argparse.Namespace, compare: types.ModuleType) -> Problem:
     if (args.target is None) == (args.zoo is None):
         raise ValueError("give either MODULE:ATTRIBUTE or --zoo NAME (exactly one).")
     if args.target is not None:

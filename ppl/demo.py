@@ -17,6 +17,7 @@ evidence. Runs in well under a minute on two CPU cores and downloads nothing.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ def make_objective(strategy_b: ppl.Strategy, strategy_x: ppl.Strategy) -> ppl.Ex
     """``E[(x - c_b)²]`` with the given strategies at the two sites."""
 
     @ppl.expectation
-    def objective(params):
+    def objective(params: dict) -> jax.Array:
         b = ppl.sample(dist.Bernoulli(logits=params["logit"]), strategy_b, name="b")
         x = ppl.sample(dist.Normal(params["loc"], 1.0), strategy_x, name="x")
         return (x - CENTERS[b.astype(jnp.int32)]) ** 2
@@ -126,7 +127,7 @@ def exact_posterior() -> tuple[float, list, float]:
 
 
 @ppl.expectation
-def elbo(params):
+def elbo(params: dict) -> jax.Array:
     """``log p(c, x, y) - log q(c, x)`` with ``c`` enumerated and ``x`` reparameterized."""
     guide_c = dist.Bernoulli(logits=params["logit"])
     c = ppl.sample(guide_c, ppl.enum, name="c")
@@ -147,17 +148,17 @@ def fit(key: jax.Array, num_steps: int = 400, num_particles: int = 16) -> dict:
     optimizer = optax.adam(0.05)
     state = optimizer.init(params)
 
-    def loss(params, key):
+    def loss(params: dict, key: jax.Array) -> jax.Array:
         keys = jax.random.split(key, num_particles)
         return -jnp.mean(jax.vmap(elbo, (0, None))(keys, params))
 
     @jax.jit
-    def step(params, state, key):
+    def step(params: dict, state: Any, key: jax.Array) -> tuple[dict, Any, jax.Array]:
         value, grads = jax.value_and_grad(loss)(params, key)
         updates, state = optimizer.update(grads, state)
         return optax.apply_updates(params, updates), state, -value
 
-    def evaluate(params):
+    def evaluate(params: dict) -> float:
         keys = jax.random.split(jax.random.key(123), 4096)
         return float(jnp.mean(jax.vmap(elbo.estimate, (0, None))(keys, params)))
 

@@ -126,7 +126,7 @@ def mesh(
     )
 
 
-def use_mesh(mesh: Mesh | None):
+def use_mesh(mesh: Mesh | None) -> contextlib.AbstractContextManager[Any]:
     """``jax.set_mesh(mesh)`` as a context manager, or a no-op for ``mesh=None``."""
     if mesh is None:
         return contextlib.nullcontext()
@@ -259,7 +259,7 @@ def shard_batch(mesh: Mesh, batch: Any, axis: str = DATA) -> Any:
     size = axis_size(axis, mesh)
     sharding = NamedSharding(mesh, P(axis))
 
-    def put(path, leaf):
+    def put(path: tuple, leaf: Any) -> jax.Array:
         leaf = np.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf
         if leaf.ndim == 0:
             raise ValueError(
@@ -292,7 +292,7 @@ def constrain_batch(batch: Any, axis: str = DATA, *, dim: int = 0) -> Any:
     if size == 1:
         return batch
 
-    def constrain(path, leaf):
+    def constrain(path: tuple, leaf: jax.Array) -> jax.Array:
         if leaf.ndim <= dim:
             return leaf
         if leaf.shape[dim] % size:
@@ -322,7 +322,7 @@ def constrain_particles(values: Any, axis: str = PARTICLES) -> Any:
     if size == 1:
         return values
 
-    def constrain(leaf):
+    def constrain(leaf: jax.Array) -> jax.Array:
         if leaf.ndim == 0 or leaf.shape[0] == 1:
             return leaf
         if leaf.shape[0] % size:
@@ -381,7 +381,7 @@ def batch_mean(
             f"{microbatch_size!r}."
         )
 
-    def minibatch_objective(key, params, batch, *args):
+    def minibatch_objective(key: jax.Array, params: Any, batch: Any, *args: Any) -> jax.Array:
         leaves = jax.tree.leaves(batch)
         if not leaves or any(jnp.ndim(leaf) == 0 for leaf in leaves):
             raise ValueError(
@@ -390,7 +390,7 @@ def batch_mean(
         size = leaves[0].shape[0]
         keys = jax.random.split(key, size)
 
-        def values(keys, rows):
+        def values(keys: jax.Array, rows: Any) -> jax.Array:
             rows = constrain_batch(rows)
             return jax.vmap(lambda k, x: objective(k, params, x, *args))(keys, rows)
 
@@ -403,7 +403,8 @@ def batch_mean(
             )
         count = size // microbatch_size
 
-        def split(leaf):  # (B, ...) -> (count, m, ...); micro-batch c: rows c + count * j
+        # (B, ...) -> (count, m, ...); micro-batch c: rows c + count * j
+        def split(leaf: jax.Array) -> jax.Array:
             leaf = leaf.reshape(microbatch_size, count, *leaf.shape[1:])
             return jnp.swapaxes(leaf, 0, 1)
 
@@ -411,7 +412,7 @@ def batch_mean(
         chunks = constrain_batch(chunks, dim=1)
 
         @jax.checkpoint
-        def chunk_sum(chunk):
+        def chunk_sum(chunk: tuple[jax.Array, Any]) -> jax.Array:
             return jnp.sum(values(*chunk))
 
         return jnp.sum(lax.map(chunk_sum, chunks)) / size

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,7 @@ __all__ = ["model", "naive_guide", "expressive_guide", "log_joint", "train", "ev
 Z_OBSERVED = 5.0
 
 
-def model(z=Z_OBSERVED):
+def model(z: float = Z_OBSERVED) -> None:
     """The noisy cone: the posterior over (x, y) is a thin ring of radius about √z."""
     x = numpyro.sample("x", dist.Normal(0.0, 10.0))
     y = numpyro.sample("y", dist.Normal(0.0, 10.0))
@@ -39,7 +40,7 @@ def model(z=Z_OBSERVED):
     numpyro.sample("z", dist.Normal(r, 0.1 + r / 100.0), obs=z)
 
 
-def naive_guide(z=Z_OBSERVED):
+def naive_guide(z: float = Z_OBSERVED) -> None:
     """Mean-field Normal guide over (x, y): parameters m1, m2, s1, s2."""
     m1, m2 = numpyro.param("m1", 0.0), numpyro.param("m2", 0.0)
     s1, s2 = numpyro.param("s1", 0.0), numpyro.param("s2", 0.0)
@@ -47,7 +48,7 @@ def naive_guide(z=Z_OBSERVED):
     numpyro.sample("y", dist.Normal(m2, jnp.exp(s2)))
 
 
-def expressive_guide(z=Z_OBSERVED):
+def expressive_guide(z: float = Z_OBSERVED) -> None:
     """Auxiliary-variable guide: an angle u, then (x, y) near the circle of radius √z."""
     s1, s2 = numpyro.param("s1", 0.0), numpyro.param("s2", 0.0)
     u = numpyro.sample("u", dist.Uniform(0.0, 1.0))
@@ -57,7 +58,7 @@ def expressive_guide(z=Z_OBSERVED):
     numpyro.sample("y", dist.Normal(radius * jnp.sin(angle), jnp.exp(s2)))
 
 
-def log_joint(x, y, z=Z_OBSERVED):
+def log_joint(x: jax.Array, y: jax.Array, z: float = Z_OBSERVED) -> jax.Array:
     """``log p(x, y, z)`` on arrays of points (the unnormalized log posterior)."""
     r = x**2 + y**2
     prior = dist.Normal(0.0, 10.0)
@@ -105,18 +106,26 @@ def _settings() -> list[Setting]:
     ]
 
 
-def train(key, objective, params, *, samples_per_step, num_steps, learning_rate=1e-3):
+def train(
+    key: jax.Array,
+    objective: ppl.Expectation,
+    params: dict,
+    *,
+    samples_per_step: int,
+    num_steps: int,
+    learning_rate: float = 1e-3,
+) -> dict:
     """Plain gradient ascent on the mean of ``samples_per_step`` estimates per step."""
     params = jax.tree.map(jnp.asarray, params)
     optimizer = optax.sgd(learning_rate)
 
-    def loss(params, key):
+    def loss(params: dict, key: jax.Array) -> jax.Array:
         keys = jax.random.split(key, samples_per_step)
         return -jnp.mean(jax.vmap(objective, (0, None))(keys, params))
 
     @jax.jit
-    def run(params, key):
-        def step(carry, key):
+    def run(params: dict, key: jax.Array) -> dict:
+        def step(carry: tuple[dict, Any], key: jax.Array) -> tuple[tuple[dict, Any], None]:
             params, state = carry
             grads = jax.grad(loss)(params, key)
             updates, state = optimizer.update(grads, state)
@@ -129,7 +138,9 @@ def train(key, objective, params, *, samples_per_step, num_steps, learning_rate=
     return run(params, key)
 
 
-def evaluate(key, objective, params, num_samples):
+def evaluate(
+    key: jax.Array, objective: ppl.Expectation, params: dict, num_samples: int
+) -> tuple[float, float, float]:
     """Mean, standard deviation and standard error of ``num_samples`` estimates."""
     keys = jax.random.split(key, num_samples)
     values = np.asarray(jax.jit(jax.vmap(objective, (0, None)))(keys, params), dtype=np.float64)
@@ -137,13 +148,15 @@ def evaluate(key, objective, params, num_samples):
     return values.mean(), values.std(ddof=1), values.std(ddof=1) / math.sqrt(values.size)
 
 
-def _guide_samples(key, guide, params, num_samples):
+def _guide_samples(
+    key: jax.Array, guide: Callable, params: dict, num_samples: int
+) -> tuple[np.ndarray, np.ndarray]:
     constrained = ppl.constrain(guide, params)
     draws = numpyro.infer.Predictive(guide, params=constrained, num_samples=num_samples)(key)
     return np.asarray(draws["x"]), np.asarray(draws["y"])
 
 
-def plot(path, key, results, num_samples=2000):
+def plot(path: str | Path, key: jax.Array, results: dict, num_samples: int = 2000) -> str | Path:
     """Samples of the trained guides over the true posterior density (the paper's Fig. 2)."""
     import matplotlib
 
@@ -172,7 +185,12 @@ def plot(path, key, results, num_samples=2000):
     return path
 
 
-def main(out_dir="ppl-quickstart", num_steps=5000, eval_samples=5000, seed=0) -> dict:
+def main(
+    out_dir: str | Path = "ppl-quickstart",
+    num_steps: int = 5000,
+    eval_samples: int = 5000,
+    seed: int = 0,
+) -> dict:
     """Run the quickstart; returns the table rows."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

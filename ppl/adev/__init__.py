@@ -1,5 +1,7 @@
 """ADEV: unbiased gradient estimators of expected values, by program transformation."""
 
+from __future__ import annotations
+
 from ppl.adev import _strategies
 from ppl.adev._expectation import Expectation as Expectation
 from ppl.adev._expectation import expectation as expectation

@@ -27,7 +27,7 @@ class Expectation:
     (for example the mean over a ``jax.vmap``-ed minibatch).
     """
 
-    def __init__(self, fn: Callable[..., jax.Array]):
+    def __init__(self, fn: Callable[..., jax.Array]) -> None:
         self.fn = fn
         functools.update_wrapper(self, fn)
         self._estimate = jax.jit(self._estimate_impl, static_argnums=0)
@@ -42,7 +42,7 @@ class Expectation:
         key = typed_key(key, repr(self))
         dynamic, static = _split_static((args, kwargs))
 
-        def traced(dynamic):
+        def traced(dynamic: Any) -> Any:
             args, kwargs = eqx.combine(dynamic, static)
             return self.fn(*args, **kwargs)
 
@@ -108,19 +108,23 @@ class Expectation:
                 f"fine: only the carry is the problem."
             ) from None
 
-    def jvp_estimate(self, key: jax.Array, primals: tuple, tangents: tuple):
+    def jvp_estimate(
+        self, key: jax.Array, primals: tuple, tangents: tuple
+    ) -> tuple[jax.Array, jax.Array]:
         """Forward mode: ``(estimate, unbiased estimate of the directional derivative)``."""
         return self._jvp(key, tuple(primals), tuple(tangents))
 
-    def _estimate_impl(self, static: _Static, key, dynamic):
+    def _estimate_impl(self, static: _Static, key: jax.Array, dynamic: Any) -> jax.Array:
         args, kwargs = eqx.combine(dynamic, static.tree)
         return self(key, *args, **kwargs)
 
-    def _value_and_grad_impl(self, static: _Static, key, dynamic):
+    def _value_and_grad_impl(
+        self, static: _Static, key: jax.Array, dynamic: Any
+    ) -> tuple[jax.Array, tuple]:
         dynamic_args, dynamic_kwargs = dynamic
         static_args, static_kwargs = static.tree
 
-        def value(dynamic_args):
+        def value(dynamic_args: Any) -> jax.Array:
             args = eqx.combine(dynamic_args, static_args)
             kwargs = eqx.combine(dynamic_kwargs, static_kwargs)
             return self(key, *args, **kwargs)
@@ -128,7 +132,9 @@ class Expectation:
         value, grads = jax.value_and_grad(value, allow_int=True)(dynamic_args)
         return value, tuple(grads)
 
-    def _jvp_impl(self, key, primals, tangents):
+    def _jvp_impl(
+        self, key: jax.Array, primals: tuple, tangents: tuple
+    ) -> tuple[jax.Array, jax.Array]:
         return jax.jvp(lambda *a: self.__call__(key, *a), primals, tangents)
 
 
@@ -151,7 +157,7 @@ class _Static:
     program), else by identity (an unhashable object then compiles once per object).
     """
 
-    def __init__(self, tree: Any):
+    def __init__(self, tree: Any) -> None:
         self.tree = tree
         self.leaves, self.treedef = jax.tree.flatten(tree)
         try:

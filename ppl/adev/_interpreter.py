@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,12 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxprs_in_params
 
 from ppl.adev._primitives import SiteInfo, cost_p, sample_p
 from ppl.adev._strategies import elementwise_scores
+
+if TYPE_CHECKING:
+    from jax.extend.core import JaxprEqn, Var
+    from jax.typing import ArrayLike
+
+    from ppl.adev._strategies import Strategy
 
 sg = jax.lax.stop_gradient
 
@@ -76,7 +82,9 @@ def finalize(acc: Acc, value: jax.Array) -> jax.Array:
     return total + sg(total) * acc.score - acc.offset
 
 
-def terminal(values: list, acc: Acc, salt=None, primal: bool = False) -> jax.Array:
+def terminal(
+    values: list, acc: Acc, salt: jax.Array | None = None, primal: bool = False
+) -> jax.Array:
     """The continuation after the whole program: its surrogate, from its return value.
 
     Marked ``terminal``: a run whose continuation this is knows that nothing but its own
@@ -124,7 +132,7 @@ def _key_users(jaxpr: Jaxpr) -> int:
     return sum(eqn.primitive is sample_p or _eqn_sites(eqn)[0] for eqn in jaxpr.eqns)
 
 
-def _eqn_sites(eqn) -> tuple[bool, _ContSite | None]:
+def _eqn_sites(eqn: JaxprEqn) -> tuple[bool, _ContSite | None]:
     has, cont = False, None
     for sub in jaxprs_in_params(eqn.params):
         sub_has, sub_cont = _scan_jaxpr(sub)
@@ -132,16 +140,16 @@ def _eqn_sites(eqn) -> tuple[bool, _ContSite | None]:
     return has, cont
 
 
-def _strategy_template(eqn):
+def _strategy_template(eqn: JaxprEqn) -> Strategy:
     tree = eqn.params["strategy_tree"]
     return jax.tree.unflatten(tree, [None] * tree.num_leaves)
 
 
-def _strategy_needs_continuation(eqn) -> bool:
+def _strategy_needs_continuation(eqn: JaxprEqn) -> bool:
     return bool(_strategy_template(eqn).needs_continuation)
 
 
-def _strategy_name(eqn) -> str:
+def _strategy_name(eqn: JaxprEqn) -> str:
     return type(_strategy_template(eqn)).__name__
 
 
@@ -159,11 +167,11 @@ def _first_site(jaxpr: Jaxpr) -> SiteInfo | None:
 # ---------------------------------------------------------------------- evaluation
 
 
-def _read(env, v):
+def _read(env: dict, v: Var | Literal) -> Any:
     return v.val if isinstance(v, Literal) else env[v]
 
 
-def _bind(eqn, invals):
+def _bind(eqn: JaxprEqn, invals: list) -> list:
     params = eqn.primitive.get_bind_params(eqn.params)
     subfuns = ()
     if isinstance(params, tuple):  # older JAX: (subfuns, params)
@@ -177,13 +185,13 @@ def _bind(eqn, invals):
     return out if eqn.primitive.multiple_results else [out]
 
 
-def _write(env, outvars, vals):
+def _write(env: dict, outvars: Sequence[Var], vals: Sequence[Any]) -> None:
     for v, x in zip(outvars, vals):
         if type(v).__name__ != "DropVar":
             env[v] = x
 
 
-def _open(closed) -> tuple[Jaxpr, list]:
+def _open(closed: ClosedJaxpr | Jaxpr) -> tuple[Jaxpr, list]:
     if isinstance(closed, ClosedJaxpr):
         return closed.jaxpr, list(closed.consts)
     return closed, []
@@ -219,19 +227,19 @@ def run(
 
 
 def _run_from(
-    jaxpr,
-    start,
-    env,
-    acc,
-    key,
-    kont,
-    salt=None,
-    primal=False,
-    force=None,
-    tape=None,
-    region=False,
-    probe=None,
-):
+    jaxpr: Jaxpr,
+    start: int,
+    env: dict,
+    acc: Acc,
+    key: jax.Array,
+    kont: Kont | None,
+    salt: jax.Array | None = None,
+    primal: bool = False,
+    force: _Force | None = None,
+    tape: dict | None = None,
+    region: bool = False,
+    probe: _Deferred | None = None,
+) -> Any:
     if salt is not None:
         key = jax.random.fold_in(key, salt)
     eqns = jaxpr.eqns
@@ -265,9 +273,10 @@ def _run_from(
                     continue
 
                 def site_kont(
-                    x, salt=None, primal=False, elementwise=False, i=i, eqn=eqn, key=key,
-                    shape=tuple(distribution.batch_shape),
-                ):  # fmt: skip
+                    x: ArrayLike, salt: jax.Array | None = None, primal: bool = False,
+                    elementwise: bool = False, i: int = i, eqn: JaxprEqn = eqn,
+                    key: jax.Array = key, shape: tuple = tuple(distribution.batch_shape),
+                ) -> jax.Array | tuple[jax.Array, jax.Array]:  # fmt: skip
                     env2 = _with_value(env, eqn, x)
                     if not elementwise:
                         return _run_from(
@@ -277,14 +286,29 @@ def _run_from(
 
                 site_kont.elementwise = not eqn.params["batch_ndims"]
 
-                def outputs(x, salt, i=i, eqn=eqn, key=key):  # the map's outputs, primal
+                # the map's outputs, primal
+                def outputs(
+                    x: ArrayLike,
+                    salt: jax.Array | None,
+                    i: int = i,
+                    eqn: JaxprEqn = eqn,
+                    key: jax.Array = key,
+                ) -> list:
                     env2 = _with_value(env, eqn, x)
                     return _run_from(jaxpr, i + 1, env2, Acc.zero(), key, None, salt, True)[0]
 
-                def recorded(x, i=i, eqn=eqn, key=key):  # site_kont(x), and the outputs
+                # site_kont(x), and the outputs
+                def recorded(
+                    x: ArrayLike, i: int = i, eqn: JaxprEqn = eqn, key: jax.Array = key
+                ) -> tuple[jax.Array, list | None]:
                     seen = []
 
-                    def record(values, acc2, salt=None, primal=False):
+                    def record(
+                        values: list,
+                        acc2: Acc,
+                        salt: jax.Array | None = None,
+                        primal: bool = False,
+                    ) -> jax.Array:
                         if not primal:  # the run at x itself, not a later site's lanes
                             seen.append([sg(o) for o in values])
                         return kont(values, acc2, salt, primal)
@@ -326,7 +350,15 @@ def _run_from(
                 and (prim.name in _INLINE or prim.name in ("cond", "scan"))
             ):
 
-                def rest(outs, acc2, salt=None, primal=False, i=i, eqn=eqn, key=key):
+                def rest(
+                    outs: Sequence[Any],
+                    acc2: Acc,
+                    salt: jax.Array | None = None,
+                    primal: bool = False,
+                    i: int = i,
+                    eqn: JaxprEqn = eqn,
+                    key: jax.Array = key,
+                ) -> jax.Array:
                     env2 = dict(env)
                     _write(env2, eqn.outvars, outs)
                     return _run_from(
@@ -348,7 +380,7 @@ def _run_from(
     return (outs, acc) if kont is None else kont(outs, acc, salt, primal)
 
 
-def _with_value(env: dict, eqn, x) -> dict:
+def _with_value(env: dict, eqn: JaxprEqn, x: ArrayLike) -> dict:
     """A copy of ``env`` with the site ``eqn``'s value set to ``x`` (a continuation's
     starting point)."""
     env2 = dict(env)
@@ -356,12 +388,12 @@ def _with_value(env: dict, eqn, x) -> dict:
     return env2
 
 
-def _cast(x, eqn):
+def _cast(x: ArrayLike, eqn: JaxprEqn) -> jax.Array:
     aval = eqn.outvars[0].aval
     return jnp.asarray(x).astype(aval.dtype).reshape(aval.shape)
 
 
-def _site_objects(eqn, invals):
+def _site_objects(eqn: JaxprEqn, invals: list) -> tuple[Strategy, Any]:
     p = eqn.params
     leaves = invals[p["num_lanes"] :]
     distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
@@ -369,7 +401,9 @@ def _site_objects(eqn, invals):
     return strategy, distribution
 
 
-def _per_lane(eqn, invals, key, draw):
+def _per_lane(
+    eqn: JaxprEqn, invals: list, key: jax.Array, draw: Callable[[jax.Array, list], Any]
+) -> Any:
     """``draw(key, leaves)`` at a site, with one key per lane of its batch dimensions
     (sites inside ``jax.vmap``/``ppl.particles``), ``leaves`` the distribution's and
     the strategy's."""
@@ -386,25 +420,27 @@ def _per_lane(eqn, invals, key, draw):
     return fn(keys, leaves)
 
 
-def _primal_site(eqn, invals, key):
+def _primal_site(eqn: JaxprEqn, invals: list, key: jax.Array) -> jax.Array:
     """A plain draw from the site's distribution (primal mode): no score, no gradient."""
     p = eqn.params
 
-    def draw(key, leaves):
+    def draw(key: jax.Array, leaves: list) -> jax.Array:
         distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
         return sg(distribution.sample(key))
 
     return _cast(_per_lane(eqn, invals, key, draw), eqn)
 
 
-def _local_site(eqn, invals, key, index: int):
+def _local_site(
+    eqn: JaxprEqn, invals: list, key: jax.Array, index: int
+) -> tuple[jax.Array, _Deferred | None]:
     """Draw at a site whose strategy needs no continuation: ``(value, _Deferred or
     None)``, the latter holding its score terms (one per element where the strategy's
     score keeps them, see `ppl.score`) until the run settles them."""
     p = eqn.params
     scored = []
 
-    def draw(key, leaves):
+    def draw(key: jax.Array, leaves: list) -> tuple[jax.Array, jax.Array, jax.Array]:
         distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
         strategy = jax.tree.unflatten(p["strategy_tree"], leaves[p["num_dist"] :])
         with elementwise_scores():
@@ -509,13 +545,23 @@ def _aligned(cost: _Cost, site: _Deferred) -> jax.Array:
     return reduced.reshape(target)
 
 
-def _after(dependent, value, outs, bit):
+def _after(dependent: jax.Array, value: jax.Array, outs: tuple[int, ...], bit: int) -> jax.Array:
     """What follows a site at the end of a run: its dependent costs, and the run's
     return value where that depends on the site."""
     return dependent + value if outs[0] & bit else dependent
 
 
-def _elementwise_rest(jaxpr, i, env, key, kont, salt, region, shape, eqn):
+def _elementwise_rest(
+    jaxpr: Jaxpr,
+    i: int,
+    env: dict,
+    key: jax.Array,
+    kont: Kont | None,
+    salt: jax.Array | None,
+    region: bool,
+    shape: tuple,
+    eqn: JaxprEqn,
+) -> tuple[jax.Array, jax.Array]:
     """The rest of the program after site ``i`` (its value ``x`` already in ``env``) and
     what each element ``e`` of the site multiplies: ``(f, D)`` with ``D_e`` the value of
     the rest that can depend on element ``e`` (see `_Deferred`; ``shape`` the site's
@@ -536,7 +582,9 @@ def _elementwise_rest(jaxpr, i, env, key, kont, salt, region, shape, eqn):
     return f, sg(jnp.broadcast_to(d, shape))
 
 
-def _settle(jaxpr, deferred: list, costs: list, acc: Acc, value=None) -> Acc:
+def _settle(
+    jaxpr: Jaxpr, deferred: list, costs: list, acc: Acc, value: jax.Array | None = None
+) -> Acc:
     """Fold the deferred sites of a run into ``acc`` (and empty ``deferred``).
 
     With ``value`` (the run's return value, where nothing else follows the run) element
@@ -603,7 +651,7 @@ def _costs_after(jaxpr: Jaxpr, i: int) -> bool:
     )
 
 
-def _lane_shape(eqn) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
+def _lane_shape(eqn: JaxprEqn) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
     """(batch shape, number of lanes, shape of one lane's value) of a site."""
     p = eqn.params
     batch = tuple(p["shape"][: p["batch_ndims"]])
@@ -619,7 +667,7 @@ class _Force(NamedTuple):
     value: jax.Array
     active: jax.Array
 
-    def apply(self, drawn: jax.Array, eqn) -> jax.Array:
+    def apply(self, drawn: jax.Array, eqn: JaxprEqn) -> jax.Array:
         _, lanes, lane_shape = _lane_shape(eqn)
         flat = drawn.reshape(lanes, *lane_shape)
         replaced = _put(flat, self.lane, self.value).reshape(drawn.shape)
@@ -631,17 +679,29 @@ class _LaneKont:
     drawn value where the caller knows it (else None); calling the view on that very
     value returns the known value of the rest of the program, with no extra run."""
 
-    def __init__(self, fn, sample=None, value=None):
+    def __init__(
+        self,
+        fn: Callable[..., jax.Array],
+        sample: jax.Array | None = None,
+        value: jax.Array | None = None,
+    ) -> None:
         self.fn, self.sample, self.value = fn, sample, value
 
-    def __call__(self, v, salt=None, primal=False):
+    def __call__(
+        self, v: ArrayLike, salt: jax.Array | None = None, primal: bool = False
+    ) -> jax.Array:
         if self.sample is not None and v is self.sample and salt is None:
             return self.value
         return self.fn(v, salt)
 
 
 def _lane_terms(
-    eqn, leaves: list, keys: jax.Array, lane_kont: Callable, samples=None, value=None
+    eqn: JaxprEqn,
+    leaves: list,
+    keys: jax.Array,
+    lane_kont: Callable,
+    samples: jax.Array | None = None,
+    value: jax.Array | None = None,
 ) -> jax.Array:
     """``Σ_l (s_l - sg(s_l))``: the derivative of every lane's estimator, value 0.
 
@@ -660,11 +720,11 @@ def _lane_terms(
     _, _, lane_shape = _lane_shape(eqn)
     dtype = p["dtype"]
 
-    def one(lane, key, leaves, sample):
+    def one(lane: jax.Array, key: jax.Array, leaves: list, sample: jax.Array | None) -> jax.Array:
         distribution = jax.tree.unflatten(p["dist_tree"], leaves[: p["num_dist"]])
         strategy = jax.tree.unflatten(p["strategy_tree"], leaves[p["num_dist"] :])
 
-        def kont(v, salt=None):
+        def kont(v: ArrayLike, salt: jax.Array | None = None) -> jax.Array:
             v = jnp.asarray(v).astype(dtype).reshape(lane_shape)
             return sg(lane_kont(lane, sg(v), salt))
 
@@ -675,7 +735,13 @@ def _lane_terms(
     return jnp.sum(jax.vmap(one, axis_name=_LANES)(lanes, keys, leaves, samples))
 
 
-def _batched_site(eqn, invals, key, site_kont, inner=None) -> jax.Array:
+def _batched_site(
+    eqn: JaxprEqn,
+    invals: list,
+    key: jax.Array,
+    site_kont: Callable[..., Any],
+    inner: tuple | None = None,
+) -> jax.Array:
     """A continuation site inside ``jax.vmap``/``ppl.particles``, ``L`` lanes.
 
     Every lane's value ``x_l`` is drawn; the surrogate is ``kont(x) + Σ_l (s_l -
@@ -706,7 +772,7 @@ def _batched_site(eqn, invals, key, site_kont, inner=None) -> jax.Array:
     x = _primal_site(eqn, invals, _value_key(eqn, key))
     flat = x.reshape(lanes, *lane_shape)
 
-    def lane_kont(lane, v, salt):
+    def lane_kont(lane: jax.Array, v: jax.Array, salt: jax.Array | None) -> jax.Array:
         return site_kont(_put(flat, lane, v).reshape(x.shape), salt, True)
 
     full = None
@@ -718,7 +784,7 @@ def _batched_site(eqn, invals, key, site_kont, inner=None) -> jax.Array:
         if sampled is None:
             sampled = outputs(x, None)
 
-        def lane_kont(lane, v, salt):
+        def lane_kont(lane: jax.Array, v: jax.Array, salt: jax.Array | None) -> jax.Array:
             every = jax.lax.all_gather(v, _LANES).reshape(x.shape)  # one value per lane
             spliced = [_put(s, lane, o) for s, o in zip(sampled, outputs(every, salt))]
             return after(spliced, Acc.zero(), salt, True)
@@ -729,7 +795,7 @@ def _batched_site(eqn, invals, key, site_kont, inner=None) -> jax.Array:
     return full + _lane_terms(eqn, leaves, keys, lane_kont, flat, sg(full))
 
 
-def _value_key(eqn, key: jax.Array) -> jax.Array:
+def _value_key(eqn: JaxprEqn, key: jax.Array) -> jax.Array:
     """The key a site's value is drawn with: for a continuation site in lanes, the one
     `_batched_site` draws with (its other half keys the lanes' estimators). Every run of
     the program, primal runs and a loop's forward pass included, then draws the same
@@ -752,7 +818,14 @@ def _put(array: jax.Array, lane: jax.Array, value: jax.Array) -> jax.Array:
 # ------------------------------------------------------------ structured primitives
 
 
-def _structured(eqn, invals, acc, key, rest: Kont | None, primal: bool = False):
+def _structured(
+    eqn: JaxprEqn,
+    invals: list,
+    acc: Acc,
+    key: jax.Array,
+    rest: Kont | None,
+    primal: bool = False,
+) -> Any:
     name = eqn.primitive.name
     if name in _INLINE:
         jaxpr, consts = _open(eqn.params[_INLINE[name]])
@@ -778,15 +851,22 @@ def _structured(eqn, invals, acc, key, rest: Kont | None, primal: bool = False):
     )
 
 
-def _cond(eqn, invals, acc, key, rest, primal=False):
+def _cond(
+    eqn: JaxprEqn,
+    invals: list,
+    acc: Acc,
+    key: jax.Array,
+    rest: Kont | None,
+    primal: bool = False,
+) -> Any:
     index, *ops = invals
     branches = [_open(b) for b in eqn.params["branches"]]
     if rest is not None:
         fns = [(lambda ops, b=b: run(b[0], b[1], list(ops), acc, key, rest)) for b in branches]
         return jax.lax.switch(index, fns, ops)
 
-    def make(b):
-        def fn(ops, acc, key):
+    def make(b: tuple[Jaxpr, list]) -> Callable[[Sequence[Any], Acc, jax.Array], tuple[Any, Acc]]:
+        def fn(ops: Sequence[Any], acc: Acc, key: jax.Array) -> tuple[Any, Acc]:
             outs, acc = run(b[0], b[1], list(ops), acc, key, None, primal)
             return outs, acc
 
@@ -796,7 +876,9 @@ def _cond(eqn, invals, acc, key, rest, primal=False):
     return list(outs), acc
 
 
-def _scan(eqn, invals, acc, key, primal=False):
+def _scan(
+    eqn: JaxprEqn, invals: list, acc: Acc, key: jax.Array, primal: bool = False
+) -> tuple[list, Acc]:
     p = eqn.params
     jaxpr, jconsts = _open(p["jaxpr"])
     nc, nk = p["num_consts"], p["num_carry"]
@@ -805,7 +887,7 @@ def _scan(eqn, invals, acc, key, primal=False):
         raise _loop_error(cont, loop="lax.scan (or fori_loop with static bounds)")
     consts, init, xs = invals[:nc], invals[nc : nc + nk], invals[nc + nk :]
 
-    def body(carry, x):
+    def body(carry: tuple[list, Acc], x: tuple[list, jax.Array]) -> tuple[tuple[list, Acc], list]:
         c, acc = carry
         x, key_t = x
         outs, acc = run(jaxpr, jconsts, [*consts, *c, *x], acc, key_t, None, primal)
@@ -818,7 +900,7 @@ def _scan(eqn, invals, acc, key, primal=False):
     return [*carry, *ys], acc
 
 
-def _scan_cps(eqn, invals, acc, key, rest: Kont):
+def _scan_cps(eqn: JaxprEqn, invals: list, acc: Acc, key: jax.Array, rest: Kont) -> jax.Array:
     """``lax.scan`` (``fori_loop`` with static bounds, ``lax.map``) whose body holds
     continuation sites, without unrolling.
 
@@ -840,7 +922,9 @@ def _scan_cps(eqn, invals, acc, key, rest: Kont):
     consts, init, xs = invals[:nc], invals[nc : nc + nk], invals[nc + nk :]
     keys = jax.random.split(key, length)
 
-    def body(carry, inputs):
+    def body(
+        carry: tuple[list, Acc], inputs: tuple[list, jax.Array]
+    ) -> tuple[tuple[list, Acc], tuple[list, list, list]]:
         c, acc = carry
         x, key_t = inputs
         tape: dict = {}
@@ -853,8 +937,12 @@ def _scan_cps(eqn, invals, acc, key, rest: Kont):
     steps = jnp.arange(length)
     cost0 = jnp.zeros((), acc.cost.dtype)
 
-    def suffix(j, t, lane, v, salt):
-        def step(state, inputs):
+    def suffix(
+        j: int, t: jax.Array, lane: jax.Array, v: jax.Array, salt: jax.Array | None
+    ) -> jax.Array:
+        def step(
+            state: tuple[list, jax.Array], inputs: tuple
+        ) -> tuple[tuple[list, jax.Array], list]:
             c, cost = state
             s, x, key_s, saved_c, saved_y = inputs
             before = s < t if not reverse else s > t  # in execution order
@@ -881,7 +969,13 @@ def _scan_cps(eqn, invals, acc, key, rest: Kont):
         leaves = [x.reshape(length * lanes, *x.shape[ndims:]) for x in tapes[n]]
         site_keys = jax.random.split(jax.random.fold_in(key, j + 1), length * lanes)
 
-        def lane_kont(index, v, salt, j=j, lanes=lanes):
+        def lane_kont(
+            index: jax.Array,
+            v: jax.Array,
+            salt: jax.Array | None,
+            j: int = j,
+            lanes: int = lanes,
+        ) -> jax.Array:
             return suffix(j, index // lanes, index % lanes, v, salt)
 
         total = total + _lane_terms(site_eqn, leaves, site_keys, lane_kont)
@@ -916,7 +1010,7 @@ def _loop_sites(jaxpr: Jaxpr, loop: str) -> list[int]:
     return sites
 
 
-def _while(eqn, invals, acc, key):
+def _while(eqn: JaxprEqn, invals: list, acc: Acc, key: jax.Array) -> tuple[list, Acc]:
     """``while_loop`` with sites in its body.
 
     JAX cannot reverse-differentiate a while loop, so the loop runs on constants and
@@ -941,23 +1035,23 @@ def _while(eqn, invals, acc, key):
     floats = [j for j, c in enumerate(bconsts) if jnp.issubdtype(jnp.result_type(c), jnp.inexact)]
     diff = [bconsts[j] for j in floats]
 
-    def with_floats(values):
+    def with_floats(values: Sequence[jax.Array]) -> list:
         out = [sg(c) for c in bconsts]
         for j, v in zip(floats, values):
             out[j] = v
         return out
 
-    def cond_fn(state):
+    def cond_fn(state: tuple) -> jax.Array:
         carry = state[0]
         return run(cond_jaxpr, cond_consts0, [*cconsts, *carry], Acc.zero(), key, None)[0][0]
 
-    def body_fn(state):
+    def body_fn(state: tuple) -> tuple:
         carry, cost, grads, key_loop = state
         key_loop, key_t = jax.random.split(key_loop)
         start = Acc(jnp.zeros_like(cost), jnp.zeros_like(cost), cost)
         outs, _ = run(body_jaxpr, body_consts0, [*bconsts, *carry], start, key_t, None)
 
-        def increments(values):
+        def increments(values: Sequence[jax.Array]) -> jax.Array:
             c = [sg(x) for x in carry]
             _, a = run(body_jaxpr, body_consts0, [*with_floats(values), *c], start, key_t, None)
             return jnp.stack([a.score, a.offset, a.cost - cost])
@@ -979,7 +1073,7 @@ def _while(eqn, invals, acc, key):
     return list(carry), acc
 
 
-def _while_primal(eqn, invals, acc, key):
+def _while_primal(eqn: JaxprEqn, invals: list, acc: Acc, key: jax.Array) -> tuple[list, Acc]:
     """``while_loop`` in primal mode: plain draws, only the costs are carried."""
     p = eqn.params
     cond_jaxpr, cond_consts = _open(p["cond_jaxpr"])
@@ -987,12 +1081,12 @@ def _while_primal(eqn, invals, acc, key):
     ncc, nbc = p["cond_nconsts"], p["body_nconsts"]
     cconsts, bconsts, init = invals[:ncc], invals[ncc : ncc + nbc], invals[ncc + nbc :]
 
-    def cond_fn(state):
+    def cond_fn(state: tuple) -> jax.Array:
         carry = state[0]
         outs, _ = run(cond_jaxpr, cond_consts, [*cconsts, *carry], Acc.zero(), key, None, True)
         return outs[0]
 
-    def body_fn(state):
+    def body_fn(state: tuple) -> tuple:
         carry, cost, key_loop = state
         key_loop, key_t = jax.random.split(key_loop)
         start = Acc(jnp.zeros_like(cost), jnp.zeros_like(cost), cost)

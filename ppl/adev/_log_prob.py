@@ -28,42 +28,45 @@ the point with probability zero.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from jax.scipy.special import gammaln
 
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
+
 __all__ = ["log_prob", "exact_distribution"]
 
 sg = jax.lax.stop_gradient
 
 
-def _xlogy(x, y):
+def _xlogy(x: jax.Array, y: jax.Array) -> jax.Array:
     """``x log y`` with the value 0 and the derivative 0 (in ``y``) wherever ``x == 0``."""
     zero = x == 0
     return jnp.where(zero, 0.0, x * jnp.log(jnp.where(zero, 1.0, y)))
 
 
-def _xlog1py(x, y):
+def _xlog1py(x: jax.Array, y: jax.Array) -> jax.Array:
     """``x log(1 + y)`` with the value 0 and the derivative 0 wherever ``x == 0``."""
     zero = x == 0
     return jnp.where(zero, 0.0, x * jnp.log1p(jnp.where(zero, 0.0, y)))
 
 
-def _clip_through(probs):
+def _clip_through(probs: ArrayLike) -> jax.Array:
     """NumPyro's clipped probabilities in value, the identity in derivative."""
     finfo = jnp.finfo(jnp.result_type(probs, float))
     probs = jnp.asarray(probs, jnp.result_type(probs, float))
     return probs + sg(jnp.clip(probs, finfo.tiny, 1.0 - finfo.eps) - probs)
 
 
-def _float(value):
+def _float(value: ArrayLike) -> jax.Array:
     return jnp.asarray(value, jnp.result_type(float))
 
 
-def _logit_mass(value, total_count, logits):
+def _logit_mass(value: jax.Array, total_count: ArrayLike, logits: jax.Array) -> jax.Array:
     """``value log σ(a) + (n - value) log σ(-a)``, written so that neither the value nor
     the derivative ``value σ(-a) - (n - value) σ(a)`` cancels at large ``|a|``, and the
     derivative at ``a = 0`` is exactly ``value - n/2`` (``softplus``'s is ½ there)."""
@@ -72,23 +75,23 @@ def _logit_mass(value, total_count, logits):
 
 
 class _BernoulliLogits(dist.BernoulliLogits):
-    def log_prob(self, value):
+    def log_prob(self, value: ArrayLike) -> jax.Array:
         return _logit_mass(_float(value), 1.0, self.logits)
 
 
 class _BernoulliProbs(dist.BernoulliProbs):
-    def log_prob(self, value):
+    def log_prob(self, value: ArrayLike) -> jax.Array:
         value = _float(value)
         probs = _clip_through(self.probs)
         return _xlogy(value, probs) + _xlog1py(1.0 - value, -probs)
 
 
-def _log_binomial_coefficient(total_count, value):
+def _log_binomial_coefficient(total_count: jax.Array, value: jax.Array) -> jax.Array:
     return gammaln(total_count + 1.0) - gammaln(value + 1.0) - gammaln(total_count - value + 1.0)
 
 
 class _BinomialLogits(dist.BinomialLogits):
-    def log_prob(self, value):
+    def log_prob(self, value: ArrayLike) -> jax.Array:
         value = _float(value)
         total_count = _float(self.total_count)
         return _log_binomial_coefficient(total_count, value) + _logit_mass(
@@ -97,7 +100,7 @@ class _BinomialLogits(dist.BinomialLogits):
 
 
 class _BinomialProbs(dist.BinomialProbs):
-    def log_prob(self, value):
+    def log_prob(self, value: ArrayLike) -> jax.Array:
         value = _float(value)
         total_count = _float(self.total_count)
         probs = _clip_through(self.probs)
@@ -109,14 +112,14 @@ class _BinomialProbs(dist.BinomialProbs):
 
 
 class _GeometricProbs(dist.GeometricProbs):
-    def log_prob(self, value):
+    def log_prob(self, value: ArrayLike) -> jax.Array:
         value = _float(value)
         probs = _clip_through(self.probs)
         return _xlog1py(value, -probs) + jnp.log(probs)
 
 
 class _Poisson(dist.Poisson):
-    def log_prob(self, value):
+    def log_prob(self, value: ArrayLike) -> jax.Array:
         if self.is_sparse:  # NumPyro's sparse path computes only the nonzero terms
             return super().log_prob(value)
         value = _float(value)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -167,7 +167,7 @@ def _check_plates(distribution: Any, site: SiteInfo) -> None:
 
 
 @contextlib.contextmanager
-def plate(name: str, size: int, dim: int | None = None):
+def plate(name: str, size: int, dim: int | None = None) -> Iterator[None]:
     """Declare a batch dimension of conditionally independent elements.
 
     Inside ``with ppl.plate(name, size):`` the value of a site along dimension ``dim``
@@ -216,7 +216,7 @@ def plate(name: str, size: int, dim: int | None = None):
 
 
 @contextlib.contextmanager
-def _plate_frames(frames: tuple):
+def _plate_frames(frames: tuple) -> Iterator[None]:
     """Exactly the plates ``frames`` ((name, dim), ...) around a site (NumPyro's plates)."""
     stack = getattr(_plates, "stack", ())
     _plates.stack = tuple((name, dim, None) for name, dim in frames)
@@ -227,7 +227,7 @@ def _plate_frames(frames: tuple):
 
 
 @contextlib.contextmanager
-def _lane(index: jax.Array):
+def _lane(index: jax.Array) -> Iterator[None]:
     stack = getattr(_lanes, "stack", [])
     _lanes.stack = [*stack, index]
     try:
@@ -259,7 +259,7 @@ def particles(
         A function of ``*args`` whose outputs have a leading axis of ``num_particles``.
     """
 
-    def run(*args):
+    def run(*args: Any) -> Any:
         axes = (None,) * len(args) if in_axes is None else in_axes
         if not isinstance(axes, tuple):
             axes = (axes,) * len(args)
@@ -273,11 +273,12 @@ def particles(
             ]
             return jax.tree.map(lambda y: jnp.asarray(y)[None], fn(*args))
 
-        def one(index, *args):
+        def one(index: jax.Array, *args: Any) -> Any:
             with _lane(index):
                 return fn(*args)
 
-        def mapped():  # a named jit marks the map for the interpreter (lane-wise continuations)
+        # a named jit marks the map for the interpreter (lane-wise continuations)
+        def mapped() -> Any:
             return jax.vmap(one, in_axes=(0, *axes))(jnp.arange(num_particles), *args)
 
         mapped.__name__ = mapped.__qualname__ = "ppl_particles"
@@ -289,19 +290,23 @@ def particles(
 # ---------------------------------------------------------------- primitive rules
 
 
-def _sample_abstract_eval(*operands, shape, dtype, **_):
+def _sample_abstract_eval(
+    *operands: Any, shape: tuple[int, ...], dtype: np.dtype, **_: Any
+) -> jax.core.ShapedArray:
     return jax.core.ShapedArray(shape, dtype)
 
 
-def _sample_impl(*operands, site, **_):
+def _sample_impl(*operands: Any, site: SiteInfo, **_: Any) -> NoReturn:
     raise RuntimeError(_outside_message(f"ppl.sample at {site.describe()}"))
 
 
-def _sample_lowering(ctx, *operands, site, **_):
+def _sample_lowering(ctx: Any, *operands: Any, site: SiteInfo, **_: Any) -> NoReturn:
     raise RuntimeError(_outside_message(f"ppl.sample at {site.describe()}"))
 
 
-def _sample_jvp(primals, tangents, *, site, **_):
+def _sample_jvp(
+    primals: Sequence[Any], tangents: Sequence[Any], *, site: SiteInfo, **_: Any
+) -> NoReturn:
     raise RuntimeError(
         f"ppl.sample at {site.describe()} was differentiated with jax.grad/jax.jvp "
         f"before ppl could estimate it. Differentiate the expectation instead: "
@@ -309,7 +314,14 @@ def _sample_jvp(primals, tangents, *, site, **_):
     )
 
 
-def _sample_batch(operands, dims, *, shape, batch_ndims, **params):
+def _sample_batch(
+    operands: Sequence[jax.Array],
+    dims: Sequence[int | None],
+    *,
+    shape: tuple[int, ...],
+    batch_ndims: int,
+    **params: Any,
+) -> tuple[jax.Array, int]:
     sizes = {x.shape[d] for x, d in zip(operands, dims) if d is not None}
     (size,) = sizes
     moved = [
@@ -327,26 +339,28 @@ ad.primitive_jvps[sample_p] = _sample_jvp
 batching.primitive_batchers[sample_p] = _sample_batch
 
 
-def _cost_abstract_eval(cost, **_):
+def _cost_abstract_eval(cost: jax.core.ShapedArray, **_: Any) -> list:
     return []
 
 
-def _cost_impl(cost, **_):
+def _cost_impl(cost: jax.Array, **_: Any) -> NoReturn:
     raise RuntimeError(_outside_message("ppl.add_cost"))
 
 
-def _cost_lowering(ctx, cost, **_):
+def _cost_lowering(ctx: Any, cost: Any, **_: Any) -> NoReturn:
     raise RuntimeError(_outside_message("ppl.add_cost"))
 
 
-def _cost_jvp(primals, tangents, **_):
+def _cost_jvp(primals: Sequence[Any], tangents: Sequence[Any], **_: Any) -> NoReturn:
     raise RuntimeError(
         "ppl.add_cost was differentiated before ppl could estimate it; differentiate "
         "the expectation instead (objective.grad_estimate)."
     )
 
 
-def _cost_batch(operands, dims, **params):
+def _cost_batch(
+    operands: Sequence[jax.Array], dims: Sequence[int | None], **params: Any
+) -> tuple[list, list]:
     (cost,), (d,) = operands, dims
     # the lanes are summed; the element dimensions of a plate (counted from the right)
     # keep their places

@@ -28,7 +28,7 @@ import itertools
 import math
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
@@ -66,7 +66,7 @@ def score(distribution: Any, value: jax.Array) -> jax.Array:
 
 
 @contextlib.contextmanager
-def elementwise_scores():
+def elementwise_scores() -> Iterator[None]:
     """`score` keeps the batch dimensions while this is active (the interpreter's draws)."""
     before = getattr(_scores, "elementwise", False)
     _scores.elementwise = True
@@ -216,7 +216,7 @@ class LocalStrategy(Strategy):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement draw().")
 
-    def estimate(self, key, distribution, kont):
+    def estimate(self, key: jax.Array, distribution: Any, kont: Continuation) -> jax.Array:
         value, score_term, b = self.draw(key, distribution)
         f = kont(value)
         if score_term is None:
@@ -248,7 +248,7 @@ class Reparam(LocalStrategy):
     name: ClassVar[str] = "reparam"
     draws_in_place: ClassVar[bool] = True
 
-    def check(self, distribution, site):
+    def check(self, distribution: Any, site: Any) -> None:
         _require(
             bool(getattr(distribution, "has_rsample", False)),
             site,
@@ -260,7 +260,7 @@ class Reparam(LocalStrategy):
             + " at this site.",
         )
 
-    def draw(self, key, distribution):
+    def draw(self, key: jax.Array, distribution: Any) -> Draw:
         return Draw(distribution.rsample(key))
 
 
@@ -274,10 +274,10 @@ class Reinforce(LocalStrategy):
     name: ClassVar[str] = "reinforce"
     score_only: ClassVar[bool] = True
 
-    def check(self, distribution, site):
+    def check(self, distribution: Any, site: Any) -> None:
         _require(hasattr(distribution, "log_prob"), site, "reinforce needs a log_prob.")
 
-    def draw(self, key, distribution):
+    def draw(self, key: jax.Array, distribution: Any) -> Draw:
         value = sg(distribution.sample(key))
         return Draw(value, score(distribution, value))
 
@@ -327,7 +327,7 @@ class Baseline(LocalStrategy):
         learn = ", learn=true" if self.learn else ""
         return f"baseline({self.strategy.to_text()}, {float(self.value)!r}{learn})"
 
-    def check(self, distribution, site):
+    def check(self, distribution: Any, site: Any) -> None:
         if not isinstance(self.strategy, LocalStrategy):
             raise ValueError(
                 f"{site.describe()}: ppl.baseline wraps a score-function strategy such as "
@@ -335,7 +335,7 @@ class Baseline(LocalStrategy):
             )
         self.strategy.check(distribution, site)
 
-    def draw(self, key, distribution):
+    def draw(self, key: jax.Array, distribution: Any) -> Draw:
         value, score_term, _ = self.strategy.draw(key, distribution)
         b = jnp.asarray(self.value, dtype=jnp.result_type(float))
         if self.learn:
@@ -372,7 +372,7 @@ class Enum(Strategy):
         default = type(self)().max_values
         return "enum" if self.max_values == default else f"enum(max_values={self.max_values})"
 
-    def check(self, distribution, site):
+    def check(self, distribution: Any, site: Any) -> None:
         _require(
             bool(getattr(distribution, "has_enumerate_support", False)),
             site,
@@ -390,14 +390,14 @@ class Enum(Strategy):
             f"Use ppl.mvd or ppl.reinforce, or ppl.Enum(max_values=...) to allow it.",
         )
 
-    def estimate(self, key, distribution, kont):
+    def estimate(self, key: jax.Array, distribution: Any, kont: Continuation) -> jax.Array:
         values = _joint_support(distribution)
         log_p = jax.vmap(lambda v: jnp.sum(log_prob(distribution, v)))(values)
         f = jax.vmap(kont)(values)
         return jnp.sum(jnp.exp(log_p) * f)
 
 
-def _joint_support(distribution) -> jax.Array:
+def _joint_support(distribution: Any) -> jax.Array:
     support = distribution.enumerate_support(expand=False)  # (n, 1, ..., 1, *event)
     n = support.shape[0]
     flat = support.reshape(n, -1) if distribution.event_shape else support.reshape(n)
@@ -408,7 +408,7 @@ def _joint_support(distribution) -> jax.Array:
     return jnp.take(flat, jnp.asarray(index), axis=0)
 
 
-def _unit(shape, j):
+def _unit(shape: tuple[int, ...], j: jax.Array) -> jax.Array:
     return jnp.zeros(shape, bool).reshape(-1).at[j].set(True).reshape(shape)
 
 
@@ -450,7 +450,7 @@ class MVD(Strategy):
         dist.Normal,
     )
 
-    def check(self, distribution, site):
+    def check(self, distribution: Any, site: Any) -> None:
         base, _ = _unwrap_mask_and_expand(distribution)
         _require(
             isinstance(base, self._kinds) and not base.event_shape,
@@ -460,7 +460,7 @@ class MVD(Strategy):
             f"ppl.reinforce or ppl.baseline(ppl.reinforce, b).",
         )
 
-    def estimate(self, key, distribution, kont):
+    def estimate(self, key: jax.Array, distribution: Any, kont: Continuation) -> jax.Array:
         key_x, key_extra = jax.random.split(key)
         x = getattr(kont, "sample", None)  # a lane's drawn value, whose f is known
         if x is None:
@@ -504,7 +504,7 @@ class MVD(Strategy):
             sign = jnp.where(jax.random.bernoulli(key_s, 0.5, shape), 1.0, -1.0)
             mu, sd = sg(loc), sg(scale)
 
-            def replaced(j, v):
+            def replaced(j: jax.Array, v: jax.Array) -> jax.Array:
                 return jnp.where(_unit(shape, j), v, x)
 
             plus = jax.vmap(lambda j: replaced(j, mu + sd * w))(coords)
@@ -533,7 +533,7 @@ def _primal_values(kont: Continuation, values: jax.Array) -> jax.Array:
     return sg(jax.vmap(lambda v: kont(v, primal=True))(values))
 
 
-def _unwrap_mask_and_expand(distribution):
+def _unwrap_mask_and_expand(distribution: Any) -> tuple[Any, Any]:
     """The distribution under NumPyro's mask and expand wrappers, and the mask (or None).
 
     Neither wrapper changes how a value is drawn: a mask scales the log density (its
@@ -580,10 +580,10 @@ class LeaveOneOut(Strategy):
     def to_text(self) -> str:
         return f"leave_one_out({self.num_particles})"
 
-    def check(self, distribution, site):
+    def check(self, distribution: Any, site: Any) -> None:
         _require(self.num_particles >= 2, site, "leave_one_out needs num_particles >= 2.")
 
-    def estimate(self, key, distribution, kont):
+    def estimate(self, key: jax.Array, distribution: Any, kont: Continuation) -> jax.Array:
         k = self.num_particles
         xs = sg(distribution.sample(key, (k,)))
         salts = jnp.arange(k)  # independent draws of the rest for each particle
@@ -611,7 +611,7 @@ class Detached(LocalStrategy):
     name: ClassVar[str] = "detached"
     score_only: ClassVar[bool] = True
 
-    def draw(self, key, distribution):
+    def draw(self, key: jax.Array, distribution: Any) -> Draw:
         return Draw(sg(distribution.sample(key)))
 
 

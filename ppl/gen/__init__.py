@@ -1,5 +1,7 @@
 """NumPyro programs inside expectations: sim, density, Trace and parameters."""
 
+from __future__ import annotations
+
 from ppl.gen._enumerate import infer_discrete as infer_discrete
 from ppl.gen._enumerate import posterior_discrete as posterior_discrete
 from ppl.gen._params import constrain as constrain

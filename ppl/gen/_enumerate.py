@@ -53,8 +53,16 @@ class _EnumScore(_Score):
     """
 
     def __init__(
-        self, fn, choices, params, program, names, placeholder=False, key=None, potentials=None
-    ):
+        self,
+        fn: Callable,
+        choices: Mapping[str, Any],
+        params: Any,
+        program: Any,
+        names: Collection[str],
+        placeholder: bool = False,
+        key: jax.Array | None = None,
+        potentials: Mapping[str, jax.Array] | None = None,
+    ) -> None:
         self.placeholder = placeholder
         self.potentials = potentials  # name -> added log-potential per value (decoding)
         self.shapes: dict = {}  # name -> the site's shape (batch shape, no enum dims)
@@ -66,11 +74,11 @@ class _EnumScore(_Score):
         self.in_scan = False
         super().__init__(fn, choices, params, program, names)
 
-    def _next_key(self):
+    def _next_key(self) -> jax.Array:
         self.num_keys += 1
         return jax.random.fold_in(self.key, self.num_keys)
 
-    def process_message(self, msg):
+    def process_message(self, msg: dict) -> None:
         if self.key is not None and msg["type"] == "prng_key":
             msg["value"] = self._next_key()
         elif self.key is not None and msg["type"] == "plate" and msg["value"] is None:
@@ -82,7 +90,7 @@ class _EnumScore(_Score):
         else:
             super().process_message(msg)
 
-    def process_site(self, msg):
+    def process_site(self, msg: dict) -> None:
         if msg["type"] == "control_flow":
             self.in_scan = True
         if (
@@ -96,12 +104,12 @@ class _EnumScore(_Score):
         else:
             super().process_site(msg)
 
-    def _enumerated_in_body(self, site):
+    def _enumerated_in_body(self, site: dict) -> Any:
         step = (site.get("infer") or {}).get("_scan_current_index")
         self._enumerate(site, step=step)
         return site["value"] if self.placeholder else None
 
-    def _enumerate(self, msg, step=None):
+    def _enumerate(self, msg: dict, step: int | jax.Array | None = None) -> None:
         name, fn = msg["name"], msg["fn"]
         if not fn.has_enumerate_support:
             raise ValueError(
@@ -127,7 +135,7 @@ class _EnumScore(_Score):
             support = fn.enumerate_support(expand=False)
             msg["value"] = jnp.broadcast_to(support[0], fn.shape())
 
-    def postprocess_message(self, msg):
+    def postprocess_message(self, msg: dict) -> None:
         if msg["type"] != "sample":
             return
         if self.placeholder and msg["name"] in self.enumerated:  # stacked over steps in scan
@@ -148,32 +156,32 @@ class _Tilted(dist.Distribution):
 
     pytree_data_fields = ("base", "potential")
 
-    def __init__(self, base, potential):
+    def __init__(self, base: Any, potential: jax.Array) -> None:
         self.base, self.potential = base, potential
         super().__init__(batch_shape=base.batch_shape, event_shape=base.event_shape)
 
     @property
-    def support(self):
+    def support(self) -> Any:
         return self.base.support
 
     @property
-    def has_enumerate_support(self):
+    def has_enumerate_support(self) -> bool:
         return True
 
-    def enumerate_support(self, expand=True):
+    def enumerate_support(self, expand: bool = True) -> jax.Array:
         return self.base.enumerate_support(expand)
 
-    def sample(self, key, sample_shape=()):
+    def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
         return self.base.sample(key, sample_shape)
 
-    def log_prob(self, value):
+    def log_prob(self, value: jax.Array) -> jax.Array:
         size = self.potential.shape[-1]
         tilt = jnp.sum(jax.nn.one_hot(value, size) * self.potential, axis=-1)
         return self.base.log_prob(value) + tilt
 
 
 @register_promote_batch_shape(_Tilted)
-def _promote_tilted(d: _Tilted):
+def _promote_tilted(d: _Tilted) -> _Tilted:
     """After ``scan`` stacks the steps: align the potential's (time, plates) dims."""
     base = promote_batch_shape(d.base)
     potential = d.potential
@@ -197,11 +205,18 @@ def _check_size(name: str, shape: tuple, scorer: _EnumScore) -> None:
     )
 
 
-def _dry_run(program, choices, params, names, args, kwargs) -> _EnumScore:
+def _dry_run(
+    program: Callable,
+    choices: Mapping[str, Any],
+    params: Any,
+    names: Collection[str],
+    args: tuple,
+    kwargs: dict,
+) -> _EnumScore:
     """Run the model once without enumeration (shapes only): plate nesting and checks."""
     scorer = _EnumScore(program, choices, params, program, names, placeholder=True)
 
-    def run():
+    def run() -> tuple:
         with handlers.trace():
             scorer(*args, **kwargs)
         return ()
@@ -314,7 +329,7 @@ def infer_discrete(
     }
     semiring = "max" if temperature == 0 else "sample"
 
-    def eliminate(potentials):
+    def eliminate(potentials: dict) -> jax.Array:
         """``m(θ) = ⊕_c [log p(x, z, c) + Σ_sites θ_site[c_site]]`` in ``semiring``."""
         scorer = _EnumScore(
             model, choices, params, model, names, key=key_model, potentials=potentials
@@ -370,7 +385,7 @@ def posterior_discrete(
         return {}
     keys = jax.random.split(key, num_draws)
 
-    def one(key, choices):
+    def one(key: jax.Array, choices: dict) -> dict:
         return infer_discrete(key, model, choices, *args, params=params, **kwargs)
 
     decoded = jax.jit(jax.vmap(one))(keys, dict(draws))

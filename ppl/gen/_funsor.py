@@ -104,11 +104,15 @@ def _sampled_logsumexp(joint: jax.Array, key: jax.Array, axes: tuple) -> jax.Arr
     return jax.nn.logsumexp(joint, axis=axes)
 
 
-def _sampled_logsumexp_fwd(joint, key, axes):
+def _sampled_logsumexp_fwd(
+    joint: jax.Array, key: jax.Array, axes: tuple
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     return jax.nn.logsumexp(joint, axis=axes), (joint, key)
 
 
-def _sampled_logsumexp_bwd(axes, residuals, cotangent):
+def _sampled_logsumexp_bwd(
+    axes: tuple, residuals: tuple[jax.Array, jax.Array], cotangent: jax.Array
+) -> tuple[jax.Array, None]:
     joint, key = residuals
     kept = [d for d in range(joint.ndim) if d not in axes]
     order = kept + list(axes)
@@ -123,7 +127,7 @@ _sampled_logsumexp.defvjp(_sampled_logsumexp_fwd, _sampled_logsumexp_bwd)
 
 
 @functools.cache
-def _interpretation_class():
+def _interpretation_class() -> type:
     """funsor interpretation: logsumexp eliminations of tensors with a sampled adjoint."""
     funsor, _, _ = funsor_elimination()
     from funsor.cnf import Contraction
@@ -134,16 +138,18 @@ def _interpretation_class():
     class SampledAdjoint(StatefulInterpretation):
         """Falls back to the enclosing interpretation for everything else."""
 
-        def __init__(self, key):
+        def __init__(self, key: jax.Array) -> None:
             super().__init__("sampled_adjoint")
             self.key = key
             self.count = 0
 
-        def next_key(self):
+        def next_key(self) -> jax.Array:
             self.count += 1
             return jax.random.fold_in(self.key, self.count)
 
-    def eliminate(state, reduced_vars, terms):
+    def eliminate(
+        state: SampledAdjoint, reduced_vars: frozenset, terms: tuple[Tensor, ...]
+    ) -> Tensor | None:
         if not all(term.output == funsor.Real for term in terms):
             return None  # pragma: no cover - enumerated factors are real scalars
         inputs, arrays = align_tensors(*terms)
@@ -159,17 +165,21 @@ def _interpretation_class():
     logaddexp, add = funsor.ops.LogaddexpOp, funsor.ops.AddOp
 
     @SampledAdjoint.register(Contraction, logaddexp, add, frozenset, Tensor, Tensor)
-    def contraction(state, red_op, bin_op, reduced_vars, *terms):
+    def contraction(
+        state: SampledAdjoint, red_op: Any, bin_op: Any, reduced_vars: frozenset, *terms: Tensor
+    ) -> Tensor | None:
         return eliminate(state, reduced_vars, terms)
 
     @SampledAdjoint.register(Reduce, funsor.ops.LogaddexpOp, Tensor, frozenset)
-    def reduction(state, op, arg, reduced_vars):
+    def reduction(
+        state: SampledAdjoint, op: Any, arg: Tensor, reduced_vars: frozenset
+    ) -> Tensor | None:
         return eliminate(state, reduced_vars & arg.input_vars, (arg,))
 
     return SampledAdjoint
 
 
-def _sampled_adjoint(key: jax.Array | None):
+def _sampled_adjoint(key: jax.Array | None) -> Any:
     if key is None:
         raise ValueError("contract(semiring='sample') needs a PRNG key.")
     # The draws use XLA's RngBitGenerator, seeded once from the key: threefry at each

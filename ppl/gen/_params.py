@@ -85,7 +85,7 @@ def _trainable(value: Any) -> Any:
     default float dtype (``numpyro.param("loc", 0.0)`` would otherwise stay a Python
     float, which ``ppl.fit`` and ``eqx.partition`` hold fixed)."""
 
-    def leaf(x):
+    def leaf(x: Any) -> jax.Array:
         x = jnp.asarray(x)
         inexact = jnp.issubdtype(x.dtype, jnp.inexact)
         return jnp.asarray(x, dtype=x.dtype if inexact else jnp.result_type(float))

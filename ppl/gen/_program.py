@@ -63,22 +63,22 @@ class Family:
     instead of running it as a NumPyro program.
     """
 
-    def simulate(self, params: Any, strategies: Mapping | None, *args, **kwargs) -> Trace:
+    def simulate(self, params: Any, strategies: Mapping | None, *args: Any, **kwargs: Any) -> Trace:
         """Draw choices; return a `Trace` whose ``log_density`` is (an estimate of) the
         log density of the choices, unbiased for its reciprocal where it is used as a
         proposal."""
         raise NotImplementedError
 
-    def log_density(self, choices: Mapping, params: Any, *args, **kwargs) -> jax.Array:
+    def log_density(self, choices: Mapping, params: Any, *args: Any, **kwargs: Any) -> jax.Array:
         """(An estimate of) the log density of ``choices``, unbiased for the density."""
         raise NotImplementedError
 
 
-def _program_name(program) -> str:
+def _program_name(program: Any) -> str:
     return getattr(program, "__name__", type(program).__name__)
 
 
-def param_value(params: Any, name: str, msg: dict, program) -> jax.Array:
+def param_value(params: Any, name: str, msg: dict, program: Any) -> jax.Array:
     """The constrained value of the ``numpyro.param`` site ``name`` from ``params``.
 
     ``params`` holds unconstrained values (as NumPyro's SVI does): a site declared with
@@ -114,25 +114,25 @@ class _KeySource(dist.Distribution):
     support = constraints.real_vector
     pytree_data_fields = ("anchor",)
 
-    def __init__(self, anchor=()):
+    def __init__(self, anchor: Any = ()) -> None:
         self.anchor = anchor
         super().__init__(batch_shape=(), event_shape=(2,))
 
-    def sample(self, key, sample_shape=()):
+    def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
         return jax.random.bits(key, (*sample_shape, 2), jnp.uint32)
 
-    def log_prob(self, value):
+    def log_prob(self, value: jax.Array) -> jax.Array:
         return jnp.zeros(jnp.shape(value)[:-1])
 
 
 class _Constant(LocalStrategy):
     """For sites whose distribution does not depend on parameters: no gradient."""
 
-    def draw(self, key, distribution):
+    def draw(self, key: jax.Array, distribution: Any) -> Draw:
         return Draw(jax.lax.stop_gradient(distribution.sample(key)))
 
 
-def _key(anchor=(), name: str = "prng_key") -> jax.Array:
+def _key(anchor: Any = (), name: str = "prng_key") -> jax.Array:
     """A fresh raw PRNG key drawn through ppl (numpyro.prng_key, subsampling, rsample)."""
     return sample(_KeySource(anchor), _Constant(), name=name)
 
@@ -161,12 +161,12 @@ def _strategy_of(msg: dict, strategies: Mapping | Strategy | None) -> Strategy:
 class _Runner(Messenger):
     """Runs a program with ``numpyro.param`` from ``params`` and keys drawn through ppl."""
 
-    def __init__(self, fn, params, program):
+    def __init__(self, fn: Callable, params: Any, program: Any) -> None:
         self.params = params
         self.program = program
         super().__init__(fn)
 
-    def process_message(self, msg):
+    def process_message(self, msg: dict) -> None:
         if msg["type"] == "param":
             msg["value"] = param_value(self.params, msg["name"], msg, self.program)
         elif msg["type"] == "prng_key":
@@ -174,21 +174,27 @@ class _Runner(Messenger):
         else:
             self.process_site(msg)
 
-    def process_site(self, msg):
+    def process_site(self, msg: dict) -> None:
         raise NotImplementedError
 
 
 class _Simulate(_Runner):
     """Turn latent sample sites into ``ppl.sample`` sites."""
 
-    def __init__(self, fn, params, strategies, program):
+    def __init__(
+        self,
+        fn: Callable,
+        params: Any,
+        strategies: Mapping[str, Strategy] | Strategy | None,
+        program: Any,
+    ) -> None:
         self.strategies = strategies
         self.control_flow = False  # a scan/cond body ran (its plates are not per site)
         self.continuation = False  # a site's strategy evaluates the rest of the program
         self.score_only: set = set()  # sites whose value carries no derivative
         super().__init__(fn, params, program)
 
-    def _draw(self, site):
+    def _draw(self, site: dict) -> jax.Array:
         fn = site["fn"]
         shape = site["kwargs"].get("sample_shape", ())
         if shape:
@@ -209,7 +215,7 @@ class _Simulate(_Runner):
         with _plate_frames(_frames(site)):  # each element's score sees its own costs
             return sample(fn, strategy, name=site["name"])
 
-    def process_site(self, msg):
+    def process_site(self, msg: dict) -> None:
         kind = msg["type"]
         if kind == "sample" and not msg["is_observed"] and msg["value"] is None:
             msg["value"] = self._draw(msg)
@@ -219,7 +225,7 @@ class _Simulate(_Runner):
             msg["kwargs"]["substitute_stack"].append(("substitute", self._substitute))
             self.control_flow = True
 
-    def _substitute(self, site):
+    def _substitute(self, site: dict) -> jax.Array | None:
         if site["is_observed"]:
             return None
         return self._draw(site)
@@ -244,7 +250,9 @@ def _frames(site: dict) -> tuple:
     return tuple((f.name, f.dim) for f in site.get("cond_indep_stack") or ())
 
 
-def _site_terms(trace: dict, plated: bool = True, score_only=frozenset()) -> list:
+def _site_terms(
+    trace: dict, plated: bool = True, score_only: Collection[str] = frozenset()
+) -> list:
     """Each sample site's ``scale · log p(value)`` with the plates its elements are in:
     ``[(array, ((name, dim), ...)), ...]`` (a plate whose dimension the array lacks is
     summed over; ``plated=False`` sums every term, for traces whose plates cannot be
@@ -335,7 +343,14 @@ def sim_with_terms(
     return _simulate(program, args, kwargs, params, strategies, split=True)
 
 
-def _simulate(program, args, kwargs, params, strategies, split: bool) -> tuple[Trace, Any]:
+def _simulate(
+    program: Any,
+    args: tuple,
+    kwargs: dict,
+    params: Any,
+    strategies: Mapping[str, Strategy] | Strategy | None,
+    split: bool,
+) -> tuple[Trace, Any]:
     """`sim`, with the terms of `sim_with_terms` where ``split`` (else None, not traced)."""
     if isinstance(program, Family):
         return program.simulate(params, strategies, *args, **kwargs), None
@@ -364,7 +379,9 @@ def _simulate(program, args, kwargs, params, strategies, split: bool) -> tuple[T
     return Trace(choices, _log_density(trace), retval, auxiliary), terms
 
 
-def _check_strategies(strategies, trace, program):
+def _check_strategies(
+    strategies: Mapping[str, Strategy] | Strategy | None, trace: dict, program: Any
+) -> None:
     if not strategies or isinstance(strategies, Strategy):
         return
     unknown = sorted(set(strategies) - {n for n, s in trace.items() if s["type"] == "sample"})
@@ -380,7 +397,7 @@ class _NeedsEnumeration(Exception):
     """Raised by `_Score` at a latent site without a value that is to be summed out."""
 
 
-def _marked(site: dict, names) -> bool:
+def _marked(site: dict, names: Collection[str]) -> bool:
     """Whether a latent site is to be enumerated: named, or marked ``"parallel"``."""
     return site["name"] in names or (site.get("infer") or {}).get("enumerate") == "parallel"
 
@@ -394,14 +411,21 @@ def _enumerable_in_body(site: dict) -> bool:
 class _Score(_Runner):
     """Put the given choices at latent sites; check names, shapes and supports."""
 
-    def __init__(self, fn, choices, params, program, names=()):
+    def __init__(
+        self,
+        fn: Callable,
+        choices: Mapping[str, Any],
+        params: Any,
+        program: Any,
+        names: Collection[str] = (),
+    ) -> None:
         self.choices = choices
         self.names = frozenset(names)  # sites to enumerate (besides marked ones)
         self.used: set = set()
         self.control_flow = False  # a scan/cond body ran (its plates are not per site)
         super().__init__(fn, params, program)
 
-    def _value(self, site):
+    def _value(self, site: dict) -> jax.Array:
         name = site["name"]
         if name not in self.choices and _marked(site, self.names):
             raise _NeedsEnumeration(name)
@@ -425,7 +449,7 @@ class _Score(_Runner):
             )
         return _check_support(value, fn, name)
 
-    def process_site(self, msg):
+    def process_site(self, msg: dict) -> None:
         kind = msg["type"]
         if kind == "sample" and not msg["is_observed"] and msg["value"] is None:
             msg["value"] = self._value(msg)
@@ -440,7 +464,7 @@ class _Score(_Runner):
             self.used.update(self.choices)  # values inside scan are matched by numpyro
             self.control_flow = True
 
-    def _body_value(self, site):
+    def _body_value(self, site: dict) -> Any:
         """The value of a site in a ``scan``/``cond`` body (NumPyro indexes it by step)."""
         name = site["name"]
         if name in self.choices:
@@ -456,7 +480,7 @@ class _Score(_Runner):
             f"guide sample a site named '{name}' (its values stacked over the steps)."
         )
 
-    def _enumerated_in_body(self, site):
+    def _enumerated_in_body(self, site: dict) -> Any:
         raise _NeedsEnumeration(site["name"])
 
 
@@ -555,7 +579,9 @@ def density_terms(
     return _site_terms(trace, plated=not scorer.control_flow)
 
 
-def _enumerate_names(names, choices, program) -> frozenset:
+def _enumerate_names(
+    names: Collection[str] | str, choices: Mapping[str, Any], program: Any
+) -> frozenset:
     if isinstance(names, str):
         names = (names,)
     clash = sorted(set(names) & set(choices))
@@ -568,7 +594,7 @@ def _enumerate_names(names, choices, program) -> frozenset:
     return frozenset(names)
 
 
-def _check_used(choices, used, trace, program) -> None:
+def _check_used(choices: Mapping[str, Any], used: set, trace: dict | None, program: Any) -> None:
     extra = sorted(set(choices) - used)
     if extra:
         sites = (
@@ -602,7 +628,14 @@ def site_log_densities(
         ) from None
 
 
-def _site_log_densities(program, choices, params, names, args, kwargs) -> dict:
+def _site_log_densities(
+    program: Callable,
+    choices: Mapping[str, Any],
+    params: Any,
+    names: Collection[str],
+    args: tuple,
+    kwargs: dict,
+) -> dict:
     scorer = _Score(program, choices, params, program, names)
     with handlers.trace() as trace:
         scorer(*args, **kwargs)

@@ -1,5 +1,7 @@
 """Constructs, objectives, training and posterior export."""
 
+from __future__ import annotations
+
 from ppl.vi import objectives as objectives
 from ppl.vi._constructs import Marginal as Marginal
 from ppl.vi._constructs import Normalize as Normalize

@@ -91,10 +91,17 @@ def _latent(trace: dict) -> dict:
     }
 
 
-def _log_weights_fn(model, guide, params, guide_params, args, kwargs):
+def _log_weights_fn(
+    model: Callable,
+    guide: Callable,
+    params: Any,
+    guide_params: Any,
+    args: tuple,
+    kwargs: dict,
+) -> Callable[[jax.Array], tuple[dict, jax.Array]]:
     """``key -> (latent draws, log p - log q)`` for one guide draw (pure, vmappable)."""
 
-    def one(key):
+    def one(key: jax.Array) -> tuple[dict, jax.Array]:
         log_q, trace = log_density(handlers.seed(guide, key), args, kwargs, guide_params)
         latent = _latent(trace)
         log_p = density(model, latent, *args, params=params, **kwargs)

@@ -22,6 +22,8 @@ from ppl.gen import constrain, posterior_discrete
 from ppl.vi._checks import check_params_given, check_unconstrained
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     import arviz
 
 __all__ = ["to_inference_data"]
@@ -156,7 +158,7 @@ def _label(groups: dict, infos: dict, plate_coords: dict) -> tuple[dict, dict, d
     return arrays, dims, coords
 
 
-def _import_arviz():
+def _import_arviz() -> ModuleType:
     try:
         import arviz
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -366,7 +368,16 @@ def to_inference_data(
     return idata
 
 
-def _importance_posterior(key, model, guide, params, args, kwargs, num_samples, proposals):
+def _importance_posterior(
+    key: jax.Array,
+    model: Callable | None,
+    guide: Callable,
+    params: Any,
+    args: tuple,
+    kwargs: dict,
+    num_samples: int,
+    proposals: bool | int,
+) -> tuple[dict, dict, dict]:
     """``(resampled latent draws, sample_stats, attrs)`` for ``importance=...``: the
     sampling-importance-resampling posterior of `ppl.importance`."""
     from ppl.vi._importance import importance, warn_if_unreliable
