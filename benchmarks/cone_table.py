@@ -13,7 +13,7 @@ The guides:
 * naive (mean field): ``x ~ Normal(m1, exp(s1))``, ``y ~ Normal(m2, exp(s2))``;
 * expressive: ``u ~ Uniform(0, 1)``, ``x ~ Normal(sqrt(z) cos(2 pi u), exp(s1))``,
   ``y ~ Normal(sqrt(z) sin(2 pi u), exp(s2))``; the objectives see only its marginal
-  over ``(x, y)``, ``ppl.marginal(guide, ["x", "y"], particles=N)``: importance
+  over ``(x, y)``, ``ppl.marginal(guide, ["x", "y"], num_particles=N)``: importance
   sampling over ``u`` with ``N`` draws from ``u``'s own distribution (the paper's
   ``marginal(select(x, y), family, sir(N))``).
 
@@ -375,7 +375,7 @@ def markdown_section(results: dict[str, Any], plot_link: str | None) -> str:
         "(x, y ~ Normal(0, 10); r = x² + y²; z ~ Normal(r, 0.1 + r/100), observed z = 5), "
         "a naive mean-field guide (ELBO, IWELBO) and an expressive guide with an "
         "auxiliary u ~ Uniform(0, 1) on a ring of radius √z, used through "
-        "`ppl.marginal(guide, ['x', 'y'], particles=N)` (importance sampling over u from "
+        "`ppl.marginal(guide, ['x', 'y'], num_particles=N)` (importance sampling over u from "
         "its own distribution; N = 1 for HVI, 5 for IWHVI and DIWHVI). Protocol of the "
         f"paper, followed as stated: {cfg['steps']} steps of plain gradient ascent "
         f"(`optax.sgd({LEARNING_RATE})` on the negated objective) on the mean of "

@@ -243,7 +243,7 @@ def make_objective(
       (``ppl.objectives.log_weights``). MVD's continuations run vectorized over the
       particles, each particle's alternatives seeing only their own lane.
     * ``rws``: reweighted wake-sleep (Bornschein & Bengio 2015; Le et al. 2019):
-      ``z`` from ``ppl.normalize(model, guide, particles=K)`` (SIR, no gradient through
+      ``z`` from ``ppl.normalize(model, guide, num_particles=K)`` (SIR, no gradient through
       the draw) and ``log p(x, z) + log q(z)``: the model's parameters get the wake-p
       gradient, the guide's the wake-q gradient, from the same draw.
     """
@@ -280,7 +280,7 @@ def make_objective(
 
     @ppl.expectation
     def rws(params, x):
-        sir = ppl.normalize(model, guide, particles=rws_particles)
+        sir = ppl.normalize(model, guide, num_particles=rws_particles)
         # the SIR draws are held fixed (RWS's wake phases); a score term would bias them
         trace = ppl.sim(sir, x, *options, params=params, strategies=ppl.detached)
         return ppl.density(model, trace.choices, x, *options, params=params) + ppl.density(

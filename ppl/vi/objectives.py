@@ -4,12 +4,17 @@ Every function takes a ``model`` and a ``guide`` (NumPyro programs, or families 
 with ``ppl.marginal`` / ``ppl.normalize``) and returns a `ppl.Expectation` of
 ``(params, *args)`` to be **maximized**. ``params`` is one pytree shared by model and
 guide, as in NumPyro's SVI: each program reads its own ``numpyro.param`` names.
-``strategies`` (site name -> strategy) is passed to the guide's ``ppl.sim``.
+``strategies`` is passed to the guide's ``ppl.sim``: one strategy for every site, a
+mapping site name -> strategy, or a function of the objective's arguments
+``(params, *args, **kwargs)`` returning either (for strategies that depend on the
+parameters, such as a learned baseline ``ppl.baseline(ppl.reinforce, b(params, x),
+learn=True)``). Particle objectives take ``num_particles``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,13 +31,15 @@ from ppl.adev import (
     particles,
 )
 from ppl.adev._primitives import _plate_frames
-from ppl.gen import density, sim
+from ppl.gen import Family, density, sim
 from ppl.gen._program import density_terms, sim_with_terms
 from ppl.parallel import PARTICLES, axis_size, constrain_particles
 from ppl.vi._constructs import marginal, normalize
 
 __all__ = [
     "log_weights",
+    "resolve_strategies",
+    "rws",
     "elbo",
     "iwae",
     "hvi",
@@ -47,8 +54,39 @@ __all__ = [
 
 sg = jax.lax.stop_gradient
 
+#: A NumPyro program (a function of the model's arguments) or a ``ppl.marginal`` /
+#: ``ppl.normalize`` family.
+Program = Callable[..., Any] | Family
+#: What ``strategies=`` accepts (see the module's docstring).
+Strategies = Strategy | Mapping[str, Strategy] | Callable[..., Any] | None
 
-def log_weights(model, guide, params, *args, num_particles: int = 1, strategies=None, **kwargs):
+
+def resolve_strategies(strategies: Strategies, params: Any, *args: Any, **kwargs: Any) -> Any:
+    """``strategies`` at these arguments: a function of ``(params, *args, **kwargs)`` is
+    called; a strategy, a mapping or ``None`` is returned as it is.
+
+    Raises:
+        TypeError: if ``strategies`` is none of those.
+    """
+    if strategies is None or isinstance(strategies, Strategy | Mapping):
+        return strategies
+    if callable(strategies):
+        return strategies(params, *args, **kwargs)
+    raise TypeError(
+        f"strategies must be a strategy, a mapping site name -> strategy, a function "
+        f"(params, *args, **kwargs) -> either, or None; got {type(strategies).__name__}."
+    )
+
+
+def log_weights(
+    model: Program,
+    guide: Program,
+    params: Any,
+    *args: Any,
+    num_particles: int = 1,
+    strategies: Strategies = None,
+    **kwargs: Any,
+) -> jax.Array:
     """``log p(x, z_k) - log q(z_k)`` for ``num_particles`` independent draws from the guide.
 
     The helper every particle objective shares; returns an array ``(num_particles,)``.
@@ -57,7 +95,9 @@ def log_weights(model, guide, params, *args, num_particles: int = 1, strategies=
     "Particles" in the expectations guide).
     """
 
-    def one():
+    strategies = resolve_strategies(strategies, params, *args, **kwargs)
+
+    def one() -> Any:
         trace = sim(guide, *args, params=params, strategies=strategies, **kwargs)
         return density(model, trace.choices, *args, params=params, **kwargs) - trace.log_density
 
@@ -65,7 +105,9 @@ def log_weights(model, guide, params, *args, num_particles: int = 1, strategies=
     return constrain_particles(particles(one, num_particles)())
 
 
-def elbo(model, guide, *, num_particles: int = 1, strategies: Mapping | None = None) -> Expectation:
+def elbo(
+    model: Program, guide: Program, *, num_particles: int = 1, strategies: Strategies = None
+) -> Expectation:
     """The evidence lower bound, ``E_{z ~ q}[log p(x, z) - log q(z)]``.
 
     Averaged over ``num_particles`` draws (Jordan et al. 1999; Kingma & Welling 2014,
@@ -77,14 +119,13 @@ def elbo(model, guide, *, num_particles: int = 1, strategies: Mapping | None = N
     options = {"num_particles": num_particles, "strategies": strategies}
 
     @expectation
-    def objective(params, *args, **kwargs):
+    def objective(params: Any, *args: Any, **kwargs: Any) -> jax.Array:
         if num_particles > 1 and axis_size(PARTICLES) > 1:  # sharded: the log weights
             return jnp.mean(log_weights(model, guide, params, *args, **options, **kwargs))
+        chosen = resolve_strategies(strategies, params, *args, **kwargs)
 
-        def one():
-            trace, log_q = sim_with_terms(
-                guide, *args, params=params, strategies=strategies, **kwargs
-            )
+        def one() -> Any:
+            trace, log_q = sim_with_terms(guide, *args, params=params, strategies=chosen, **kwargs)
             if log_q is None:  # continuation sites: the log weight, one value
                 log_p = density(model, trace.choices, *args, params=params, **kwargs)
                 return log_p - trace.log_density
@@ -102,14 +143,16 @@ def elbo(model, guide, *, num_particles: int = 1, strategies: Mapping | None = N
     return objective
 
 
-def iwae(model, guide, *, num_particles: int, strategies: Mapping | None = None) -> Expectation:
+def iwae(
+    model: Program, guide: Program, *, num_particles: int, strategies: Strategies = None
+) -> Expectation:
     """The importance-weighted bound, ``E[log (1/K) Σ_k p(x, z_k) / q(z_k)]``.
 
     ``z_1..z_K ~ q`` independently (Burda et al. 2016, eq. 8). ``K = 1`` is the ELBO.
     """
 
     @expectation
-    def objective(params, *args, **kwargs):
+    def objective(params: Any, *args: Any, **kwargs: Any) -> jax.Array:
         return log_mean_exp(
             log_weights(
                 model,
@@ -125,45 +168,61 @@ def iwae(model, guide, *, num_particles: int, strategies: Mapping | None = None)
     return objective
 
 
-def hvi(model, family, keep, *, inverse=None, strategies=None) -> Expectation:
+def hvi(
+    model: Program,
+    family: Program,
+    keep: Sequence[str],
+    *,
+    inverse: Program | None = None,
+    strategies: Strategies = None,
+) -> Expectation:
     """Hierarchical VI: the ELBO with the guide ``marginal(family, keep)``, 1 particle.
 
     ``E[log p(x, z) + log r(u | z) - log q(z, u)]`` (Ranganath et al. 2016, eq. 4).
     """
-    return elbo(model, marginal(family, keep, inverse=inverse, particles=1), strategies=strategies)
+    guide = marginal(family, keep, inverse=inverse, num_particles=1)
+    return elbo(model, guide, strategies=strategies)
 
 
 def iwhvi(
-    model, family, keep, *, inner_particles: int = 5, inverse=None, strategies=None
+    model: Program,
+    family: Program,
+    keep: Sequence[str],
+    *,
+    inner_particles: int = 5,
+    inverse: Program | None = None,
+    strategies: Strategies = None,
 ) -> Expectation:
     """Importance-weighted HVI: the ELBO with an ``inner_particles`` marginal.
 
     ``E[log p(x, z) - log (1/m) Σ_i q(z, u_i) / r(u_i | z)]``, ``u_1 ~ q(u | z)``
     (Sobolev & Vetrov 2019, eq. 9).
     """
-    guide = marginal(family, keep, inverse=inverse, particles=inner_particles)
+    guide = marginal(family, keep, inverse=inverse, num_particles=inner_particles)
     return elbo(model, guide, strategies=strategies)
 
 
 def diwhvi(
-    model,
-    family,
-    keep,
+    model: Program,
+    family: Program,
+    keep: Sequence[str],
     *,
     num_particles: int = 5,
     inner_particles: int = 5,
-    inverse=None,
-    strategies=None,
+    inverse: Program | None = None,
+    strategies: Strategies = None,
 ) -> Expectation:
     """Doubly importance-weighted HVI: IWAE with ``num_particles`` over an IWHVI marginal.
 
     (Sobolev & Vetrov 2019, sec. 4; Becker et al. 2024, Table 4's DIWHVI.)
     """
-    guide = marginal(family, keep, inverse=inverse, particles=inner_particles)
+    guide = marginal(family, keep, inverse=inverse, num_particles=inner_particles)
     return iwae(model, guide, num_particles=num_particles, strategies=strategies)
 
 
-def wake_p(model, guide, *, num_particles: int, strategies=None) -> Expectation:
+def wake_p(
+    model: Program, guide: Program, *, num_particles: int, strategies: Strategies = None
+) -> Expectation:
     """Reweighted wake-sleep, wake phase for the model: ``E[log p(x, z)]``, ``z ~ SIR``.
 
     ``z`` is resampled from ``num_particles`` guide draws (``ppl.normalize``) that are
@@ -175,7 +234,9 @@ def wake_p(model, guide, *, num_particles: int, strategies=None) -> Expectation:
     return _wake("wake_p", model, model, guide, num_particles, strategies)
 
 
-def wake_q(model, guide, *, num_particles: int, strategies=None) -> Expectation:
+def wake_q(
+    model: Program, guide: Program, *, num_particles: int, strategies: Strategies = None
+) -> Expectation:
     """Reweighted wake-sleep, wake phase for the guide: ``E[log q(z)]``, ``z ~ SIR``.
 
     The draws are held fixed, so the gradient is ``Σ_k w̃_k ∇_φ log q(z_k)``, the
@@ -188,48 +249,92 @@ def wake_q(model, guide, *, num_particles: int, strategies=None) -> Expectation:
     return _wake("wake_q", guide, model, guide, num_particles, strategies)
 
 
-def _wake(name, scored, model, guide, num_particles, strategies) -> Expectation:
-    """``E[log scored(z)]`` with ``z`` from SIR over ``num_particles`` guide draws, the
-    draws held fixed (every proposal site ``ppl.detached``)."""
-    given = [strategies] if isinstance(strategies, Strategy) else dict(strategies or {}).values()
-    refused = [s for s in given if not isinstance(s, Detached)]
-    if refused:
-        raise ValueError(
-            f"{name}: strategies={strategies!r} would give the SIR draws an estimator of "
-            f"their own, but the wake-phase gradient holds the draws fixed (the "
-            f"self-normalized importance-sampling estimate of Bornschein & Bengio 2015): "
-            f"a score-function or enumeration term there would bias it. Leave "
-            f"strategies out (every proposal site is drawn with ppl.detached)."
-        )
+def rws(
+    model: Program, guide: Program, *, num_particles: int, strategies: Strategies = None
+) -> Expectation:
+    """Reweighted wake-sleep, both wake phases from one draw: ``E[log p(x, z) + log q(z)]``.
+
+    ``z`` is resampled from ``num_particles`` guide draws (``ppl.normalize``) held fixed,
+    as in `wake_p` and `wake_q`: the model's parameters get the wake-p gradient
+    ``Σ_k w̃_k ∇_θ log p(x, z_k)`` and the guide's the wake-q gradient
+    ``Σ_k w̃_k ∇_φ log q(z_k)``, from the same draws (Bornschein & Bengio 2015, eqs. 5
+    and 9; Le et al. 2019). With a fixed key it equals `wake_p` plus `wake_q`. Only
+    ``None`` or ``ppl.detached`` is accepted as ``strategies``.
+    """
+    return _wake("rws", (model, guide), model, guide, num_particles, strategies)
+
+
+def _only(name: str, strategies: Any, allowed: type, why: str) -> None:
+    """Raise unless every strategy in ``strategies`` (resolved) is an ``allowed``."""
+    if strategies is None:
+        return
+    given = [strategies] if isinstance(strategies, Strategy) else dict(strategies).values()
+    if any(not isinstance(s, allowed) for s in given):
+        raise ValueError(f"{name}: strategies={strategies!r} {why}")
+
+
+_WAKE_WHY = (
+    "would give the SIR draws an estimator of their own, but the wake-phase gradient "
+    "holds the draws fixed (the self-normalized importance-sampling estimate of "
+    "Bornschein & Bengio 2015): a score-function or enumeration term there would bias "
+    "it. Leave strategies out (every proposal site is drawn with ppl.detached)."
+)
+
+
+def _wake(
+    name: str,
+    scored: Program | tuple[Program, ...],
+    model: Program,
+    guide: Program,
+    num_particles: int,
+    strategies: Strategies,
+) -> Expectation:
+    """``E[Σ log scored(z)]`` with ``z`` from SIR over ``num_particles`` guide draws, the
+    draws held fixed (every proposal site ``ppl.detached``); ``scored`` is one program or
+    a tuple of them."""
+    if not callable(strategies) or isinstance(strategies, Strategy):
+        _only(name, strategies, Detached, _WAKE_WHY)  # refused when it is built
+    programs = scored if isinstance(scored, tuple) else (scored,)
 
     @expectation
-    def objective(params, *args, **kwargs):
+    def objective(params: Any, *args: Any, **kwargs: Any) -> jax.Array:
+        _only(name, resolve_strategies(strategies, params, *args, **kwargs), Detached, _WAKE_WHY)
         trace = sim(
-            normalize(model, guide, particles=num_particles),
+            normalize(model, guide, num_particles=num_particles),
             *args,
             params=params,
             strategies=detached,
             **kwargs,
         )
-        return density(scored, trace.choices, *args, params=params, **kwargs)
+        return sum(
+            density(program, trace.choices, *args, params=params, **kwargs) for program in programs
+        )
 
     return objective
 
 
-def vimco(model, guide, *, num_particles: int) -> Expectation:
+def vimco(
+    model: Program, guide: Program, *, num_particles: int, strategies: Strategies = None
+) -> Expectation:
     """IWAE with VIMCO's leave-one-out score-function gradient for every guide site.
 
     ``L = log (1/K) Σ_k w_k``; the gradient is ``∇L|_z + Σ_k (L - L_{-k}) ∇log q(z_k)``
     with ``L_{-k}`` the bound with ``log w_k`` replaced by the mean of the others
     (Mnih & Rezende 2016, eqs. 8-10). Every guide site is drawn without an estimator
-    of its own (``ppl.detached``); the objective adds the scores.
+    of its own (``ppl.detached``); the objective adds the scores. Only ``None`` or
+    ``ppl.detached`` is accepted as ``strategies``.
     """
     if num_particles < 2:
         raise ValueError("vimco needs num_particles >= 2.")
+    why = "would add an estimator to VIMCO's own scores; leave strategies out."
+    if not callable(strategies) or isinstance(strategies, Strategy):
+        _only("vimco", strategies, Detached, why)
 
     @expectation
-    def objective(params, *args, **kwargs):
-        def one():
+    def objective(params: Any, *args: Any, **kwargs: Any) -> jax.Array:
+        _only("vimco", resolve_strategies(strategies, params, *args, **kwargs), Detached, why)
+
+        def one() -> Any:
             trace = sim(guide, *args, params=params, strategies=detached, **kwargs)
             return density(
                 model, trace.choices, *args, params=params, **kwargs
@@ -246,7 +351,14 @@ def vimco(model, guide, *, num_particles: int) -> Expectation:
     return objective
 
 
-def renyi(model, guide, *, alpha: float, num_particles: int, strategies=None) -> Expectation:
+def renyi(
+    model: Program,
+    guide: Program,
+    *,
+    alpha: float,
+    num_particles: int,
+    strategies: Strategies = None,
+) -> Expectation:
     """The variational Rényi bound, ``E[1/(1-α) log (1/K) Σ_k w_k^{1-α}]``.
 
     (Li & Turner 2016, eq. 13.) ``α = 0`` is IWAE; ``α → 1`` the ELBO.
@@ -255,7 +367,7 @@ def renyi(model, guide, *, alpha: float, num_particles: int, strategies=None) ->
         return elbo(model, guide, num_particles=num_particles, strategies=strategies)
 
     @expectation
-    def objective(params, *args, **kwargs):
+    def objective(params: Any, *args: Any, **kwargs: Any) -> jax.Array:
         log_w = log_weights(
             model,
             guide,
@@ -270,17 +382,25 @@ def renyi(model, guide, *, alpha: float, num_particles: int, strategies=None) ->
     return objective
 
 
-def dreg(model, guide, *, num_particles: int) -> Expectation:
+def dreg(
+    model: Program, guide: Program, *, num_particles: int, strategies: Strategies = None
+) -> Expectation:
     """IWAE with the doubly reparameterized gradient for the guide (Tucker et al. 2019).
 
     Guide parameters get ``Σ_k w̃_k² ∂log w_k/∂z_k ∂z_k/∂φ`` (eq. 7, ``w̃`` the
     normalized weights, the score term of ``log q`` dropped); model parameters get
-    IWAE's ``Σ_k w̃_k ∇_θ log p(x, z_k)``. Every guide site must be reparameterizable.
+    IWAE's ``Σ_k w̃_k ∇_θ log p(x, z_k)``. Every guide site must be reparameterizable;
+    only ``None`` or ``ppl.reparam`` is accepted as ``strategies``.
     """
+    why = "cannot apply: the doubly reparameterized gradient draws every site by reparam."
+    if not callable(strategies) or isinstance(strategies, Strategy):
+        _only("dreg", strategies, Reparam, why)
 
     @expectation
-    def objective(params, *args, **kwargs):
-        def one():
+    def objective(params: Any, *args: Any, **kwargs: Any) -> jax.Array:
+        _only("dreg", resolve_strategies(strategies, params, *args, **kwargs), Reparam, why)
+
+        def one() -> Any:
             trace = sim(guide, *args, params=params, strategies=Reparam(), **kwargs)
             frozen = sg(params)
             path = density(model, trace.choices, *args, params=frozen, **kwargs) - density(

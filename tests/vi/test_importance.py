@@ -109,7 +109,7 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="num_samples must be an integer >= 2"):
         ppl.importance(jax.random.key(0), model, guide, _params(0.0, 1.0), Y, num_samples=1)
     with pytest.raises(TypeError, match="ppl.marginal or ppl.normalize"):
-        ppl.importance(jax.random.key(0), model, ppl.normalize(model, guide, particles=2),
+        ppl.importance(jax.random.key(0), model, ppl.normalize(model, guide, num_particles=2),
                        _params(0.0, 1.0), Y)  # fmt: skip
 
 

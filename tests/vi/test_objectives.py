@@ -411,7 +411,7 @@ def g(z):
 
 @pytest.mark.parametrize("particles", [1, 5])
 def test_marginal_density_is_unbiased(particles):
-    family_marginal = ppl.marginal(simple_family, ["z"], particles=particles)
+    family_marginal = ppl.marginal(simple_family, ["z"], num_particles=particles)
 
     @ppl.expectation
     def density_estimate(params, z):
@@ -429,7 +429,7 @@ def test_marginal_density_is_unbiased(particles):
 @pytest.mark.parametrize("particles", [1, 5])
 def test_marginal_sim_gives_an_unbiased_reciprocal_density(particles):
     # E_{z ~ q}[g(z) / q̂(z)] = ∫ g = 1 when 1/q̂(z) is unbiased for 1/q(z), for any a.
-    family_marginal = ppl.marginal(simple_family, ["z"], particles=particles)
+    family_marginal = ppl.marginal(simple_family, ["z"], num_particles=particles)
 
     @ppl.expectation
     def weighted(params):
@@ -485,3 +485,89 @@ def test_single_particle_objectives_accept_continuation_strategies():
             jax.random.split(jax.random.key(0), 2000), params
         )
         assert abs(float(values.mean()) - float(exact)) < 4 * float(values.std()) / 44.7 + 1e-5
+
+
+# ---------------------------------------------------------------- uniform arguments
+
+
+def test_strategies_as_a_function_of_the_arguments_is_the_mapping_it_returns():
+    """A function of (params, *args) gives exactly the estimate of the mapping it
+    returns at those arguments, value and gradient, for every particle objective."""
+
+    def chosen(params, y):
+        return {"b": ppl.baseline(ppl.reinforce, params["mu"] * y)}
+
+    mapping = chosen(B_PARAMS, B_Y)
+    key = jax.random.key(3)
+    for make in (
+        lambda s: objectives.elbo(bernoulli_model, bernoulli_guide, strategies=s),
+        lambda s: objectives.elbo(bernoulli_model, bernoulli_guide, num_particles=3, strategies=s),
+        lambda s: objectives.iwae(bernoulli_model, bernoulli_guide, num_particles=3, strategies=s),
+        lambda s: objectives.renyi(
+            bernoulli_model, bernoulli_guide, alpha=0.5, num_particles=3, strategies=s
+        ),
+    ):
+        by_function = make(chosen).value_and_grad_estimate(key, B_PARAMS, B_Y)
+        by_mapping = make(mapping).value_and_grad_estimate(key, B_PARAMS, B_Y)
+        jax.tree.map(np.testing.assert_array_equal, by_function, by_mapping)
+
+
+def test_a_params_dependent_baseline_is_learned():
+    """``learn=True`` on a baseline computed from the parameters gives that parameter
+    the gradient ``(f - b) · db/dv``: the baseline moves towards the rest's value."""
+
+    def chosen(params, y):
+        return {"b": ppl.baseline(ppl.reinforce, params["v"], learn=True)}
+
+    objective = objectives.elbo(bernoulli_model, bernoulli_guide, strategies=chosen)
+    params = {**B_PARAMS, "v": jnp.asarray(-50.0)}  # far below any log weight here
+    _, grads = draws(objective, params, B_Y, n=200, seed=5)
+    assert np.all(grads["v"] > 0.0)
+
+
+def test_bad_strategies_argument_names_what_it_accepts():
+    objective = objectives.elbo(bernoulli_model, bernoulli_guide, strategies="reinforce")
+    with pytest.raises(TypeError, match="strategies must be a strategy, a mapping"):
+        objective(jax.random.key(0), B_PARAMS, B_Y)
+
+
+def test_rws_is_both_wake_phases_from_one_draw():
+    """With the same key, rws's value and gradient are wake_p's plus wake_q's."""
+    rws = objectives.rws(model, guide, num_particles=5)
+    wake_p = objectives.wake_p(model, guide, num_particles=5)
+    wake_q = objectives.wake_q(model, guide, num_particles=5)
+    for seed in range(3):
+        key = jax.random.key(seed)
+        value, (grads, _) = rws.value_and_grad_estimate(key, PARAMS, Y)
+        value_p, (grads_p, _) = wake_p.value_and_grad_estimate(key, PARAMS, Y)
+        value_q, (grads_q, _) = wake_q.value_and_grad_estimate(key, PARAMS, Y)
+        np.testing.assert_allclose(value, value_p + value_q, rtol=1e-6)
+        for name in PARAMS:
+            np.testing.assert_allclose(grads[name], grads_p[name] + grads_q[name], rtol=1e-6)
+    with pytest.raises(ValueError, match="holds the draws fixed"):
+        objectives.rws(bernoulli_model, bernoulli_guide, num_particles=4, strategies=ppl.enum)
+
+
+def test_fixed_strategy_objectives_refuse_others_also_from_a_function():
+    with pytest.raises(ValueError, match="vimco: .*leave strategies out"):
+        objectives.vimco(bernoulli_model, bernoulli_guide, num_particles=3, strategies=ppl.enum)
+    with pytest.raises(ValueError, match="dreg: .*draws every site by reparam"):
+        objectives.dreg(model, guide, num_particles=3, strategies={"z": ppl.reinforce})
+    objectives.vimco(bernoulli_model, bernoulli_guide, num_particles=3, strategies=ppl.detached)
+    objectives.dreg(model, guide, num_particles=3, strategies=ppl.reparam)
+    late = objectives.wake_q(
+        bernoulli_model, bernoulli_guide, num_particles=3, strategies=lambda p, y: ppl.reinforce
+    )
+    with pytest.raises(ValueError, match="holds the draws fixed"):
+        late(jax.random.key(0), B_PARAMS, B_Y)
+
+
+@pytest.mark.parametrize("construct", ["marginal", "normalize"])
+def test_particles_keyword_is_deprecated_for_num_particles(construct):
+    make = {
+        "marginal": lambda **kw: ppl.marginal(simple_family, ["z"], **kw),
+        "normalize": lambda **kw: ppl.normalize(model, guide, **kw),
+    }[construct]
+    with pytest.warns(DeprecationWarning, match=f"{construct}\\(particles=...\\) is deprecated"):
+        old = make(particles=3)
+    assert old.num_particles == make(num_particles=3).num_particles == 3
