@@ -148,19 +148,19 @@ def _strategy_map(label: str, mapping: Mapping) -> dict:
 class _TrackedStrategies(dict):
     """A strategy map that records which site names the objective looks up."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.looked_up: set = set()
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> Strategy:
         self.looked_up.add(name)
         return super().__getitem__(name)
 
-    def get(self, name, default=None):
+    def get(self, name: str, default: Any = None) -> Any:
         self.looked_up.add(name)
         return super().get(name, default)
 
-    def __contains__(self, name) -> bool:
+    def __contains__(self, name: object) -> bool:
         self.looked_up.add(name)
         return super().__contains__(name)
 

@@ -8,11 +8,16 @@ import math
 import os
 import statistics
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ppl._util import running_mean
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["Comparison", "VariantResult", "TrainingRun"]
 
@@ -190,7 +195,7 @@ class Comparison:
     def _has_memory(self) -> bool:
         return any(r.peak_memory_bytes is not None for r in self.results.values())
 
-    def to_dataframe(self, per_parameter: bool = False):
+    def to_dataframe(self, per_parameter: bool = False) -> pd.DataFrame:
         """A pandas DataFrame: one row per variant (index ``variant``).
 
         Columns: ``value_mean, value_se, gradient_norm, total_variance,
@@ -390,7 +395,7 @@ class Comparison:
         figure.savefig(path, format="png", dpi=120)
         return path
 
-    def _variance_figure(self):
+    def _variance_figure(self) -> Figure:
         figure, axes = _figure(1)
         axes = axes[0]
         figure.set_size_inches(9.0, 4.5)
@@ -531,7 +536,7 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def _figure(panels: int):
+def _figure(panels: int) -> tuple[Figure, list[Axes]]:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure

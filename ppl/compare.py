@@ -90,7 +90,7 @@ _TAIL = 2.0 * (1.0 - statistics.NormalDist().cdf(4.0))  # P(|Z| > 4), about 6.3e
 class _Setup:
     """The split of ``(params, *args)`` into differentiated and fixed parts."""
 
-    def __init__(self, args: tuple):
+    def __init__(self, args: tuple) -> None:
         if not args:
             raise TypeError("compare needs the objective's arguments: (params, *args).")
         params, rest = args[0], args[1:]
@@ -110,10 +110,12 @@ class _Setup:
         """``(key, trainable, dynamic_rest) -> (value, grads)`` for one key."""
         frozen, static_rest = self.frozen, self.static_rest
 
-        def one(key, trainable, dynamic_rest):
+        def one(
+            key: jax.Array, trainable: Any, dynamic_rest: Any
+        ) -> tuple[jax.Array, list[jax.Array]]:
             rest = eqx.combine(dynamic_rest, static_rest)
 
-            def value(trainable):
+            def value(trainable: Any) -> jax.Array:
                 return expectation(key, eqx.combine(trainable, frozen), *rest)
 
             value, grads = jax.value_and_grad(value)(trainable)
@@ -125,7 +127,7 @@ class _Setup:
 class _Moments:
     """Running count, mean and sum of squared deviations (Chan et al. 1979), float64."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.count = 0
         self.mean: list[np.ndarray] = []
         self.m2: list[np.ndarray] = []
@@ -151,7 +153,7 @@ class _Moments:
         return self.m2[i] / (self.count - 1)
 
 
-def _draw_moments(batched, keys, setup, chunk: int) -> _Moments:
+def _draw_moments(batched: Callable, keys: jax.Array, setup: _Setup, chunk: int) -> _Moments:
     """Value and gradient moments over ``keys``, ``chunk`` keys per compiled call."""
     moments = _Moments()
     n = keys.shape[0]
@@ -167,7 +169,7 @@ def _draw_moments(batched, keys, setup, chunk: int) -> _Moments:
     return moments
 
 
-def _memory(compiled) -> int | None:
+def _memory(compiled: jax.stages.Compiled) -> int | None:
     try:
         stats = compiled.memory_analysis()
     except Exception:  # not every backend implements it
@@ -183,7 +185,9 @@ def _memory(compiled) -> int | None:
     return int(total) if total > 0 else None
 
 
-def _time(compiled, keys, setup) -> tuple[float, tuple[float, float]]:
+def _time(
+    compiled: jax.stages.Compiled, keys: jax.Array, setup: _Setup
+) -> tuple[float, tuple[float, float]]:
     for key in keys[:3]:  # warm-up
         jax.block_until_ready(compiled(key, setup.trainable, setup.dynamic_rest))
     times = []
@@ -198,7 +202,15 @@ def _time(compiled, keys, setup) -> tuple[float, tuple[float, float]]:
 class _Measured:
     """What `_measure` finds for one variant before the reference is known."""
 
-    def __init__(self, moments, batched, chunk, time_median, quartiles, memory):
+    def __init__(
+        self,
+        moments: _Moments,
+        batched: Callable,
+        chunk: int,
+        time_median: float,
+        quartiles: tuple[float, float],
+        memory: int | None,
+    ) -> None:
         self.moments = moments
         self.batched = batched
         self.chunk = chunk
@@ -216,7 +228,14 @@ class _Measured:
         return np.concatenate([self.moments.variance(i) for i in range(1, len(self.moments.m2))])
 
 
-def _measure(expectation, setup, keys, timing_keys, max_chunk_bytes, mesh=None) -> _Measured:
+def _measure(
+    expectation: Callable[..., jax.Array],
+    setup: _Setup,
+    keys: jax.Array,
+    timing_keys: jax.Array,
+    max_chunk_bytes: int,
+    mesh: jax.sharding.Mesh | None = None,
+) -> _Measured:
     with use_mesh(mesh):  # on a mesh: keys over its "data" axis, particles over "particles"
         one = setup.single(expectation)
         args = (timing_keys[0], setup.trainable, setup.dynamic_rest)
@@ -230,7 +249,7 @@ def _measure(expectation, setup, keys, timing_keys, max_chunk_bytes, mesh=None) 
             # one key per call: the compiled single estimate. (A vmap over a batch of one
             # is not only wasted: XLA's CPU runtime crashed running one for AIR's
             # enumerated gradient, jax 0.10.)
-            def batched(keys, *rest):
+            def batched(keys: jax.Array, *rest: Any) -> tuple[jax.Array, list[jax.Array]]:
                 value, grads = compiled(keys[0], *rest)
                 return value[None], [g[None] for g in grads]
 
@@ -262,7 +281,7 @@ def _split_by_leaf(flat: np.ndarray, setup: _Setup) -> dict[str, np.ndarray]:
 def _flat_reference(reference: Any, setup: _Setup) -> np.ndarray:
     """A user-given exact gradient (a pytree like params) as one flat float64 vector."""
 
-    def by_path(tree):
+    def by_path(tree: Any) -> dict[str, Any]:
         return {"params" + keystr(p): leaf for p, leaf in tree_flatten_with_path(tree)[0]}
 
     found = by_path(reference)
@@ -514,7 +533,14 @@ def compare(
     )
 
 
-def _summarize(label, measured, setup, ref, ref_var, threshold) -> VariantResult:
+def _summarize(
+    label: str,
+    measured: _Measured,
+    setup: _Setup,
+    ref: np.ndarray,
+    ref_var: np.ndarray,
+    threshold: float,
+) -> VariantResult:
     moments = measured.moments
     n = moments.count
     mean = measured.mean_gradient()
@@ -560,7 +586,15 @@ def _summarize(label, measured, setup, ref, ref_var, threshold) -> VariantResult
 class _TrainingOptions:
     """The checked ``train_*`` arguments of `compare`."""
 
-    def __init__(self, data, batch_size, metrics, eval_every, train, num_args):
+    def __init__(
+        self,
+        data: Any,
+        batch_size: int | None,
+        metrics: Callable[[Any], Mapping[str, float]] | None,
+        eval_every: int,
+        train: int | None,
+        num_args: int,
+    ) -> None:
         if train is None and (data is not None or metrics is not None):
             raise ValueError("compare: train_data and train_metrics need train=steps.")
         if data is not None and num_args < 2:
@@ -580,7 +614,7 @@ class _TrainingOptions:
         self.data, self.batch_size, self.metrics = data, batch_size, metrics
         self.eval_every = eval_every
 
-    def evaluate(self, params) -> dict[str, float]:
+    def evaluate(self, params: Any) -> dict[str, float]:
         values = self.metrics(params)
         if not isinstance(values, Mapping):
             raise TypeError(
@@ -598,7 +632,15 @@ class _TrainingOptions:
         return out
 
 
-def _train(expectation, key, args, optimizer, num_steps, mesh=None, training=None) -> TrainingRun:
+def _train(
+    expectation: Callable[..., jax.Array],
+    key: jax.Array,
+    args: tuple,
+    optimizer: optax.GradientTransformation,
+    num_steps: int,
+    mesh: jax.sharding.Mesh | None = None,
+    training: _TrainingOptions | None = None,
+) -> TrainingRun:
     params, rest = args[0], args[1:]
     options = dict(optimizer=optimizer, progress=False)
     if mesh is not None:

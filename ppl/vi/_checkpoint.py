@@ -81,7 +81,7 @@ def write_checkpoint(directory: str, arrays: dict) -> None:
             os.close(directory_descriptor)
 
 
-def _restore_leaves(saved: Any, prefix: str, template: Any, paths: list[str], what: str):
+def _restore_leaves(saved: Any, prefix: str, template: Any, paths: list[str], what: str) -> Any:
     leaves, treedef = jax.tree.flatten(template)
     restored = []
     for index, (path, leaf) in enumerate(zip(paths, leaves, strict=True)):

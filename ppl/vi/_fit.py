@@ -173,7 +173,15 @@ def _nan() -> jax.Array:
     return jnp.full((), jnp.nan, jnp.result_type(float))
 
 
-def _step(config, key_steps, state, static_params, objective_args, kwargs, active=True):
+def _step(
+    config: _Config,
+    key_steps: jax.Array,
+    state: _State,
+    static_params: Any,
+    objective_args: tuple,
+    kwargs: dict,
+    active: bool | jax.Array = True,
+) -> tuple[_State, jax.Array]:
     """One guarded optimizer step; returns the new state and the objective estimate.
 
     The optimizer's update runs inside a ``lax.cond`` on "finite and ``active``" (a
@@ -184,7 +192,7 @@ def _step(config, key_steps, state, static_params, objective_args, kwargs, activ
     """
     step_key = jax.random.fold_in(key_steps, state.step)
 
-    def negated(trainable):
+    def negated(trainable: Any) -> tuple[jax.Array, jax.Array]:
         params = eqx.combine(trainable, static_params)
         if config.num_samples == 1:  # no vmap: a batch axis of one can cost XLA layouts
             value = config.objective(step_key, params, *objective_args, **kwargs)
@@ -209,15 +217,16 @@ def _step(config, key_steps, state, static_params, objective_args, kwargs, activ
     ok = finite & active
     bad = ~finite & active
 
-    def same_dtypes(new, old):  # both branches (and the scan carry) keep the old dtypes
+    def same_dtypes(new: Any, old: Any) -> Any:
+        # both branches (and the scan carry) keep the old dtypes
         return jax.tree.map(lambda n, o: n.astype(jnp.result_type(o)), new, old)
 
-    def update(grads, opt_state, trainable):
+    def update(grads: Any, opt_state: Any, trainable: Any) -> tuple[Any, Any]:
         updates, new_opt_state = config.optimizer.update(grads, opt_state, trainable)
         new = (optax.apply_updates(trainable, updates), new_opt_state)
         return same_dtypes(new, (trainable, opt_state))
 
-    def keep(grads, opt_state, trainable):
+    def keep(grads: Any, opt_state: Any, trainable: Any) -> tuple[Any, Any]:
         return same_dtypes((trainable, opt_state), (trainable, opt_state))
 
     if config.nan_guard or active is not True:
@@ -245,12 +254,21 @@ def _step(config, key_steps, state, static_params, objective_args, kwargs, activ
     return new_state, jnp.where(active, value, jnp.nan)
 
 
-def _permutation(key_data, epoch, size):
+def _permutation(key_data: jax.Array, epoch: jax.Array, size: int) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(key_data, epoch), size)
 
 
 @eqx.filter_jit
-def _run_chunk(config, key, state, num_active, static_params, data, args, kwargs):
+def _run_chunk(
+    config: _Config,
+    key: jax.Array,
+    state: _State,
+    num_active: jax.Array,
+    static_params: Any,
+    data: Any,
+    args: tuple,
+    kwargs: dict,
+) -> tuple[_State, jax.Array]:
     """Up to ``config.chunk_size`` steps in one ``lax.scan``; the first ``num_active`` run.
 
     The scan always has ``chunk_size`` iterations (inactive ones are skipped by a
@@ -264,7 +282,9 @@ def _run_chunk(config, key, state, num_active, static_params, data, args, kwargs
     else:
         perm = jnp.zeros((0,), jnp.int32)
 
-    def active_step(carry):
+    def active_step(
+        carry: tuple[_State, jax.Array],
+    ) -> tuple[tuple[_State, jax.Array], jax.Array]:
         state, perm = carry
         if config.data_mode == "minibatch":
             epoch, index = jnp.divmod(state.step, config.num_batches)
@@ -283,7 +303,9 @@ def _run_chunk(config, key, state, num_active, static_params, data, args, kwargs
         state, value = _step(config, key_steps, state, static_params, objective_args, kwargs)
         return (state, perm), value.astype(jnp.result_type(float))
 
-    def body(carry, index):
+    def body(
+        carry: tuple[_State, jax.Array], index: jax.Array
+    ) -> tuple[tuple[_State, jax.Array], jax.Array]:
         active = (index < num_active) & ~carry[0].stopped
         return lax.cond(active, active_step, lambda c: (c, _nan()), carry)
 
@@ -291,7 +313,15 @@ def _run_chunk(config, key, state, num_active, static_params, data, args, kwargs
     return state, values
 
 
-def _one_step(config, key, state, static_params, batch, args, kwargs):
+def _one_step(
+    config: _Config,
+    key: jax.Array,
+    state: _State,
+    static_params: Any,
+    batch: Any,
+    args: tuple,
+    kwargs: dict,
+) -> tuple[_State, jax.Array]:
     """One step on a batch from an iterator (``data_mode == "iterator"``)."""
     key_steps, _ = jax.random.split(key)
     active = ~state.stopped if config.nan_guard else True
@@ -305,7 +335,7 @@ _run_one = eqx.filter_jit(_one_step)
 class _Static:
     """The hashable, non-array part of a step's inputs: a `jax.jit` static argument."""
 
-    def __init__(self, config: _Config, tree: Any):
+    def __init__(self, config: _Config, tree: Any) -> None:
         self.config = config
         self.leaves, self.treedef = jax.tree.flatten(tree)
         self._hash = hash((config, self.treedef, tuple(self.leaves)))  # TypeError: unhashable
@@ -323,7 +353,9 @@ class _Static:
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
-def _run_one_fast(static, key, state, arrays, batch):
+def _run_one_fast(
+    static: _Static, key: jax.Array, state: _State, arrays: Any, batch: Any
+) -> tuple[_State, jax.Array]:
     """`_one_step` under plain `jax.jit`, whose dispatch costs far less per call than
     `eqx.filter_jit`'s; that matters when every step is a call of its own. The state is
     donated: the step updates the parameters and optimizer state in place rather than
@@ -349,7 +381,7 @@ def _fast_stepper(
     except TypeError:
         return None
 
-    def step(key, state, batch):
+    def step(key: jax.Array, state: _State, batch: Any) -> tuple[_State, jax.Array]:
         if all(eqx.is_array(leaf) for leaf in jax.tree.leaves(batch)):
             return _run_one_fast(static, key, state, arrays, batch)
         return _run_one(config, key, state, static_params, batch, args, kwargs)
@@ -466,7 +498,7 @@ def _bad_steps_report(state: _State, paths: list[str]) -> str:
     )
 
 
-def _result(static_params: Any, state: _State, history: np.ndarray, paths: list[str]):
+def _result(static_params: Any, state: _State, history: np.ndarray, paths: list[str]) -> FitResult:
     return FitResult(
         params=eqx.combine(state.trainable, static_params),
         opt_state=state.opt_state,
@@ -705,7 +737,7 @@ def fit(
         state, static_params, args, kwargs = replicate(mesh, (state, static_params, args, kwargs))
     every = chunk_size if checkpoint_every is None else checkpoint_every
 
-    def save(state, history):
+    def save(state: _State, history: np.ndarray) -> None:
         if checkpoint_dir is not None:
             write_checkpoint(checkpoint_dir, checkpoint_arrays(key, state, history))
 
@@ -773,7 +805,15 @@ def fit(
     return result
 
 
-def _diagnose(key, result, diagnose, data, data_mode, args, kwargs) -> FitResult:
+def _diagnose(
+    key: jax.Array,
+    result: FitResult,
+    diagnose: tuple[Callable, Callable],
+    data: Any,
+    data_mode: str,
+    args: tuple,
+    kwargs: dict,
+) -> FitResult:
     """``result`` with the `importance` of its fitted guide; warns above k-hat 0.7."""
     if data_mode == "iterator":
         warnings.warn(
@@ -829,8 +869,16 @@ def _iterate_batches(data: Any) -> Iterator:
 
 
 def _run_iterator_chunk(
-    config, key, state, static_params, batches, args, kwargs, length, fast=None
-):
+    config: _Config,
+    key: jax.Array,
+    state: _State,
+    static_params: Any,
+    batches: Iterator,
+    args: tuple,
+    kwargs: dict,
+    length: int,
+    fast: Callable | None = None,
+) -> tuple[_State, jax.Array, bool]:
     """Up to ``length`` single jitted steps on batches drawn from ``batches``."""
     values, exhausted = [], False
     for _ in range(length):
