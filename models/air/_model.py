@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
-from jax.scipy.special import logsumexp
 from numpyro import handlers
 
 import ppl
@@ -234,18 +233,20 @@ def make_objective(
     """The per-canvas objective of ``estimator``, an Expectation of ``(params, x)``.
 
     * ``reinforce``, ``enum``, ``mvd``, ``hybrid``: the ELBO ``log p(x, z) - log q(z)``
-      with ``z ~ q`` (Eslami et al. 2016, eq. 2), the ``z_pres`` sites under the
+      with ``z ~ q`` (Eslami et al. 2016, eq. 2; ``ppl.objectives.elbo`` but for
+      REINFORCE, whose signal is the whole log weight), the ``z_pres`` sites under the
       estimator's strategies. REINFORCE's baseline ``b_t(x)`` is a small network of the
       canvas, one output per step, fitted to the rest of the objective as it trains
       (``ppl.baseline(..., learn=True)``; Mnih & Gregor 2014).
     * ``iwae_reinforce``, ``iwae_mvd``: IWAE(2), ``log ½ (w_1 + w_2)`` (Burda et al.
-      2016), the two particles drawn with ``ppl.particles``
-      (``ppl.objectives.log_weights``). MVD's continuations run vectorized over the
-      particles, each particle's alternatives seeing only their own lane.
-    * ``rws``: reweighted wake-sleep (Bornschein & Bengio 2015; Le et al. 2019):
-      ``z`` from ``ppl.normalize(model, guide, num_particles=K)`` (SIR, no gradient through
-      the draw) and ``log p(x, z) + log q(z)``: the model's parameters get the wake-p
-      gradient, the guide's the wake-q gradient, from the same draw.
+      2016; ``ppl.objectives.iwae``), the two particles drawn with ``ppl.particles``.
+      MVD's continuations run vectorized over the particles, each particle's
+      alternatives seeing only their own lane.
+    * ``rws``: reweighted wake-sleep (``ppl.objectives.rws``; Bornschein & Bengio 2015;
+      Le et al. 2019): ``z`` from ``ppl.normalize(model, guide, num_particles=K)``
+      (SIR, no gradient through the draw) and ``log p(x, z) + log q(z)``: the model's
+      parameters get the wake-p gradient, the guide's the wake-q gradient, from the
+      same draw.
     """
     options = (num_steps, pres_prior, tuple(scale_prior), bool(residual))
     if estimator not in ESTIMATORS:
@@ -255,49 +256,39 @@ def make_objective(
         baselines = BASELINE_SCALE * mlp(params["baseline"], x)
         return z_pres_strategies(estimator, baselines, num_steps)
 
-    def log_weight(params, x, strats):
-        trace = ppl.sim(guide, x, *options, params=params, strategies=strats)
-        return ppl.density(model, trace.choices, x, *options, params=params) - trace.log_density
+    def air_model(x):
+        return model(x, *options)
 
-    if estimator in ("reinforce", "enum", "mvd", "hybrid"):
+    def air_guide(x):
+        return guide(x, *options)
+
+    if estimator == "reinforce":
+        # REINFORCE's learning signal is the whole log weight here, as recorded on
+        # docs/zoo/air.md; ppl.objectives.elbo would split it into per-site costs
+        # (each z_pres site seeing only the terms after it), another estimator.
 
         @ppl.expectation
         def elbo(params, x):
-            return log_weight(params, x, strategies(params, x))
+            trace = ppl.sim(air_guide, x, params=params, strategies=strategies(params, x))
+            return ppl.density(air_model, trace.choices, x, params=params) - trace.log_density
 
         return elbo
+    if estimator in ("enum", "mvd", "hybrid"):
+        return ppl.objectives.elbo(air_model, air_guide, strategies=strategies)
     if estimator in ("iwae_reinforce", "iwae_mvd"):
-
-        def iwae(params, x):
-            log_w = ppl.objectives.log_weights(
-                model, guide, params, x, *options, num_particles=2,
-                strategies=strategies(params, x),
-            )  # fmt: skip
-            return logsumexp(log_w) - math.log(2.0)
-
-        iwae.__name__ = iwae.__qualname__ = estimator
-        return ppl.expectation(iwae)
-
-    @ppl.expectation
-    def rws(params, x):
-        sir = ppl.normalize(model, guide, num_particles=rws_particles)
-        # the SIR draws are held fixed (RWS's wake phases); a score term would bias them
-        trace = ppl.sim(sir, x, *options, params=params, strategies=ppl.detached)
-        return ppl.density(model, trace.choices, x, *options, params=params) + ppl.density(
-            guide, trace.choices, x, *options, params=params
-        )
-
-    return rws
+        return ppl.objectives.iwae(air_model, air_guide, num_particles=2, strategies=strategies)
+    # the SIR draws are held fixed (RWS's wake phases); a score term would bias them
+    return ppl.objectives.rws(air_model, air_guide, num_particles=rws_particles)
 
 
 def batch_objective(objective: ppl.Expectation):
     """``(key, params, images) -> mean over the minibatch`` for ``ppl.fit``: one key per
     canvas, ``jax.vmap`` over the canvases (the mean of unbiased estimates is unbiased)."""
 
+    mean = ppl.parallel.batch_mean(objective)
+
     def batched(key, params, images):
-        keys = jax.random.split(key, images.shape[0])
-        flat = images.reshape(images.shape[0], -1)
-        return jnp.mean(jax.vmap(objective, (0, None, 0))(keys, params, flat))
+        return mean(key, params, images.reshape(images.shape[0], -1))
 
     return batched
 
