@@ -509,7 +509,7 @@ def phase_rao_blackwell(args, data, config, record):
 
 
 def rao_blackwell_table(section):
-    comparison = ppl.compare.Comparison.from_json(json.dumps(section["comparison"]))
+    comparison = ppl.comparison.Comparison.from_json(json.dumps(section["comparison"]))
     guide = "the DAIR guide" if section["residual"] else "AIR's guide"
     lines = [
         f"One minibatch of 64 canvases, {guide}, at the initial parameters; "
@@ -616,7 +616,7 @@ def _variances(result) -> tuple[float, float]:
 
 
 def compare_table(section):
-    comparison = ppl.compare.Comparison.from_json(json.dumps(section["comparison"]))
+    comparison = ppl.comparison.Comparison.from_json(json.dumps(section["comparison"]))
     guide = "the DAIR guide" if section["residual"] else "AIR's guide"
     lines = [
         f"Learning rate {section['learning_rate']:g}, {guide}, {section['train_steps']} steps "
@@ -699,7 +699,7 @@ def plot_training(section, path, title):
 def plot_compare(section, path):
     """Figure 7 by ``Comparison.plot_training``: objective against time and steps, count
     accuracy and held-out ELBO against training time."""
-    ppl.compare.Comparison.from_json(json.dumps(section["comparison"])).plot_training(path)
+    ppl.comparison.Comparison.from_json(json.dumps(section["comparison"])).plot_training(path)
 
 
 def _save(args, record):

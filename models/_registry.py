@@ -27,7 +27,7 @@ class ZooModel:
             checkpoint and PNG plots into ``out_dir`` (with a progress bar).
         evaluate: ``evaluate(key, data, config, out_dir)`` -> metrics dict, from the
             checkpoint in ``out_dir``.
-        problem: optional ``problem()`` -> ``ppl.compare.Problem`` for
+        problem: optional ``problem()`` -> ``ppl.comparison.Problem`` for
             ``ppl compare --zoo NAME``.
     """
 

@@ -1,6 +1,6 @@
 """ppl: programmable variational inference for JAX and NumPyro."""
 
-from ppl import compare as compare
+from ppl import comparison as comparison
 from ppl import objectives as objectives
 from ppl import parallel as parallel
 from ppl.adev import Expectation as Expectation
@@ -14,6 +14,7 @@ from ppl.adev import sample as sample
 
 # every strategy (the registry in ppl/adev/_strategies.py lists them once)
 from ppl.adev._strategies import *  # noqa: F403
+from ppl.comparison import compare as compare
 from ppl.gen import Trace as Trace
 from ppl.gen import constrain as constrain
 from ppl.gen import density as density
@@ -58,5 +59,6 @@ __all__ = [
     "importance",
     "Importance",
     "compare",
+    "comparison",
     "parallel",
 ] + _strategies.__all__

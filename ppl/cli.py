@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import types
 
-    from ppl.compare import Problem
+    from ppl.comparison import Problem
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -31,18 +31,18 @@ memory. Prints the table and writes comparison.json (summaries; --raw adds every
 training step and gradient coordinate), comparison.txt and variance.png (and
 training.png with --train) into --out.
 
-MODULE:ATTRIBUTE names a ppl.compare.Problem, or a function of no arguments returning
+MODULE:ATTRIBUTE names a ppl.comparison.Problem, or a function of no arguments returning
 one, in an importable module (put its folder on PYTHONPATH):
 
     # coins.py
-    import jax.numpy as jnp, ppl, ppl.compare
+    import jax.numpy as jnp, ppl, ppl.comparison
     def make(strategies):                    # strategy map -> ppl.Expectation
         @ppl.expectation
         def elbo(params, x):
             trace = ppl.sim(guide, x, params=params, strategies=strategies)
             return ppl.density(model, trace.choices, x, params=params) - trace.log_density
         return elbo
-    problem = ppl.compare.Problem(objective=make, args=(params, x))
+    problem = ppl.comparison.Problem(objective=make, args=(params, x))
 
     $ PYTHONPATH=. ppl compare coins:problem --variants variants.json --out out
 
@@ -60,10 +60,10 @@ and a one-line message.
 def _compare(args: argparse.Namespace) -> int:
     """``ppl compare``: errors in the user's input become one line and exit status 2."""
     # Import the module itself (ppl/__init__.py may re-export the function of that name).
-    compare = importlib.import_module("ppl.compare")
+    comparison = importlib.import_module("ppl.comparison")
     try:
-        problem = _compare_problem(args, compare)
-        variants = compare.load_variants(args.variants) if args.variants else problem.variants
+        problem = _compare_problem(args, comparison)
+        variants = comparison.load_variants(args.variants) if args.variants else problem.variants
         if not variants:
             raise ValueError(
                 "no variants: pass --variants FILE (labels -> {site: strategy}), or give "
@@ -75,7 +75,7 @@ def _compare(args: argparse.Namespace) -> int:
             raise ValueError(f"--train must be at least 1 step, got {args.train}.")
         import jax
 
-        result = compare.compare(
+        result = comparison.compare(
             problem.objective,
             variants,
             jax.random.key(args.seed),
@@ -100,22 +100,22 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare_problem(args: argparse.Namespace, compare: types.ModuleType) -> Problem:
+def _compare_problem(args: argparse.Namespace, comparison: types.ModuleType) -> Problem:
     if (args.target is None) == (args.zoo is None):
         raise ValueError("give either MODULE:ATTRIBUTE or --zoo NAME (exactly one).")
     if args.target is not None:
-        return compare.load_problem(args.target)
+        return comparison.load_problem(args.target)
     registry = _zoo_registry()
     if args.zoo not in registry:
         available = ", ".join(sorted(registry)) or "none yet"
         raise ValueError(f"unknown zoo model '{args.zoo}' (available: {available}).")
     entry = registry[args.zoo]
-    if isinstance(entry, compare.Problem):
+    if isinstance(entry, comparison.Problem):
         return entry
     found = entry.get("problem") if isinstance(entry, dict) else getattr(entry, "problem", None)
     if found is None:
         raise ValueError(f"zoo model '{args.zoo}' defines no comparison problem ('problem').")
-    return compare._as_problem(found, f"zoo model '{args.zoo}' problem")
+    return comparison.as_problem(found, f"zoo model '{args.zoo}' problem")
 
 
 def _zoo_registry() -> dict:
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     comp.add_argument(
-        "target", nargs="?", metavar="MODULE:ATTRIBUTE", help="a ppl.compare.Problem to compare"
+        "target", nargs="?", metavar="MODULE:ATTRIBUTE", help="a ppl.comparison.Problem to compare"
     )
     comp.add_argument("--zoo", metavar="NAME", help="compare a model of the zoo instead")
     comp.add_argument(

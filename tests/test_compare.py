@@ -23,9 +23,9 @@ import numpyro.distributions as dist
 import pytest
 
 import ppl
-import ppl.compare
+import ppl.comparison
 from ppl import cli
-from ppl.compare import Comparison, Problem, parse_strategy
+from ppl.comparison import Comparison, Problem, parse_strategy
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MU = jnp.array([-1.0, 0.5, 2.0])
@@ -411,7 +411,7 @@ PROBLEM_MODULE = textwrap.dedent(
     import numpyro.distributions as dist
 
     import ppl
-    import ppl.compare
+    import ppl.comparison
 
     MU = jnp.array([-1.0, 0.5, 2.0])
 
@@ -434,7 +434,7 @@ PROBLEM_MODULE = textwrap.dedent(
         return elbo
 
 
-    problem = ppl.compare.Problem(objective=make, args=({"logits": jnp.zeros(3)}, 1.2))
+    problem = ppl.comparison.Problem(objective=make, args=({"logits": jnp.zeros(3)}, 1.2))
     """
 )
 
@@ -499,14 +499,14 @@ def test_variants_files(tmp_path):
     (tmp_path / "v.py").write_text(
         "import ppl\nVARIANTS = {'b': {'c': ppl.baseline(ppl.reinforce, 1.0)}}\n"
     )
-    assert ppl.compare.load_variants(tmp_path / "v.toml") == {
+    assert ppl.comparison.load_variants(tmp_path / "v.toml") == {
         "mvd": {"c": "mvd"},
         "loo": {"c": "leave_one_out(3)"},
     }
-    assert isinstance(ppl.compare.load_variants(tmp_path / "v.py")["b"]["c"], ppl.Baseline)
+    assert isinstance(ppl.comparison.load_variants(tmp_path / "v.py")["b"]["c"], ppl.Baseline)
     (tmp_path / "v.yaml").write_text("")
     with pytest.raises(ValueError, match=".json, .toml or .py"):
-        ppl.compare.load_variants(tmp_path / "v.yaml")
+        ppl.comparison.load_variants(tmp_path / "v.yaml")
 
 
 def test_the_command_exits_2_without_a_traceback(tmp_path):
@@ -527,7 +527,7 @@ def test_the_command_exits_2_without_a_traceback(tmp_path):
 
 def test_problem_and_from_objective():
     problem = Problem(
-        objective=ppl.compare.from_objective(ppl.objectives.elbo, model, guide), args=(PARAMS, X)
+        objective=ppl.comparison.from_objective(ppl.objectives.elbo, model, guide), args=(PARAMS, X)
     )
     objective = problem.objective({"b": ppl.reinforce})
     assert isinstance(objective, ppl.Expectation)
@@ -557,7 +557,7 @@ def test_a_biased_variant_never_anchors_the_equal_cost_line_and_labels_sit_in_a_
 ):
     import dataclasses
 
-    from ppl._comparison import _equal_cost_anchor
+    from ppl.comparison._report import _equal_cost_anchor
 
     # make the biased variant the cheapest: it must still not set the line
     results = dict(comparison.results)
@@ -577,7 +577,7 @@ def test_a_biased_variant_never_anchors_the_equal_cost_line_and_labels_sit_in_a_
 def test_the_json_holds_summaries_unless_samples_are_asked_for(trained):
     import dataclasses
 
-    from ppl.compare import TrainingRun
+    from ppl.comparison import TrainingRun
 
     rng = np.random.default_rng(0)
     long_run = TrainingRun(rng.normal(size=20_000), np.cumsum(np.full(20_000, 1e-3)))

@@ -14,7 +14,7 @@ LAYERS = {
     "ppl.adev": 2,
     "ppl.gen": 3,
     "ppl.vi": 4,
-    "ppl.compare": 5,
+    "ppl.comparison": 5,
     "ppl": 6,
     "ppl.objectives": 6,
     "ppl.cli": 7,
@@ -24,7 +24,7 @@ LAYERS = {
 
 
 # modules that belong to another's unit
-PARTS = {"ppl._compare_inputs": "ppl.compare", "ppl._comparison": "ppl.compare"}
+PARTS: dict[str, str] = {}
 
 
 def _unit(module: str) -> str:

@@ -92,7 +92,7 @@ class Strategy(eqx.Module):
     needs_continuation: ClassVar[bool] = True
 
     #: The strategy's name: its text form (``ppl compare`` variant files and command
-    #: line, `ppl.compare.parse_strategy`) and the name of its constructor in ``ppl``. A
+    #: line, `ppl.comparison.parse_strategy`) and the name of its constructor in ``ppl``. A
     #: subclass that sets it is registered in `STRATEGIES` and exported by ``ppl``.
     name: ClassVar[str | None] = None
     #: The written forms listed in parse errors; empty: the bare name.
@@ -134,7 +134,7 @@ class Strategy(eqx.Module):
         return cls()
 
     def to_text(self) -> str:
-        """The text that `ppl.compare.parse_strategy` reads back as this strategy.
+        """The text that `ppl.comparison.parse_strategy` reads back as this strategy.
 
         Raises:
             ValueError: if the strategy holds a value that text cannot write (an

@@ -10,7 +10,7 @@ import pytest
 
 import ppl
 import ppl.adev
-from ppl.compare import parse_strategy
+from ppl.comparison import parse_strategy
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -1,4 +1,4 @@
-"""Models with summed-out discrete sites in the HVI family and in ppl.compare.
+"""Models with summed-out discrete sites in the HVI family and in ppl.comparison.
 
 Each objective's estimates are compared with the same objective written by hand in
 plain JAX, with the discrete sites summed out by brute force (logsumexp over the
@@ -18,7 +18,7 @@ import pytest
 from numpyro.contrib.funsor import config_enumerate
 
 import ppl
-import ppl.compare
+import ppl.comparison
 from tests.gen.test_enumerate import LOCS, LOGITS, X, gmm_exact
 from tests.gen.test_enumerate import gmm as gmm_plain
 
@@ -133,7 +133,7 @@ def test_compare_measures_estimators_of_an_objective_with_summed_out_sites():
         "log_s": jnp.asarray(-0.5),
     }
     y = jnp.asarray(1.3)
-    make = ppl.compare.from_objective(ppl.objectives.elbo, mixture_and_shift, shift_guide)
+    make = ppl.comparison.from_objective(ppl.objectives.elbo, mixture_and_shift, shift_guide)
     result = ppl.compare(
         make,
         {"reparam": {"w": ppl.reparam}, "reinforce": {"w": ppl.reinforce}},
