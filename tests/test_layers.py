@@ -23,14 +23,9 @@ LAYERS = {
 }
 
 
-# modules that belong to another's unit
-PARTS: dict[str, str] = {}
-
-
 def _unit(module: str) -> str:
     """The layer's name of a ppl module (its first two dotted parts)."""
-    unit = ".".join(module.split(".")[:2])
-    return PARTS.get(unit, unit)
+    return ".".join(module.split(".")[:2])
 
 
 def _imports(path: Path) -> list[str]:
