@@ -264,13 +264,25 @@ def rws(
     return _wake("rws", (model, guide), model, guide, num_particles, strategies)
 
 
-def _only(name: str, strategies: Any, allowed: type, why: str) -> None:
-    """Raise unless every strategy in ``strategies`` (resolved) is an ``allowed``."""
-    if strategies is None:
-        return
-    given = [strategies] if isinstance(strategies, Strategy) else dict(strategies).values()
-    if any(not isinstance(s, allowed) for s in given):
-        raise ValueError(f"{name}: strategies={strategies!r} {why}")
+def _only(name: str, strategies: Strategies, allowed: type, why: str) -> Callable[..., None]:
+    """Refuse ``strategies`` unless every strategy in it is an ``allowed``: now when it
+    is a strategy or a mapping, and through the returned ``check(params, *args,
+    **kwargs)`` at call time when it is a function of the arguments."""
+
+    def refuse(given: Any) -> None:
+        if given is None:
+            return
+        chosen = [given] if isinstance(given, Strategy) else dict(given).values()
+        if any(not isinstance(s, allowed) for s in chosen):
+            raise ValueError(f"{name}: strategies={given!r} {why}")
+
+    if strategies is None or isinstance(strategies, Strategy | Mapping):
+        refuse(strategies)  # refused when the objective is built
+
+    def check(params: Any, *args: Any, **kwargs: Any) -> None:
+        refuse(resolve_strategies(strategies, params, *args, **kwargs))
+
+    return check
 
 
 _WAKE_WHY = (
@@ -292,13 +304,12 @@ def _wake(
     """``E[Σ log scored(z)]`` with ``z`` from SIR over ``num_particles`` guide draws, the
     draws held fixed (every proposal site ``ppl.detached``); ``scored`` is one program or
     a tuple of them."""
-    if not callable(strategies) or isinstance(strategies, Strategy):
-        _only(name, strategies, Detached, _WAKE_WHY)  # refused when it is built
+    check = _only(name, strategies, Detached, _WAKE_WHY)
     programs = scored if isinstance(scored, tuple) else (scored,)
 
     @expectation
     def objective(params: Any, *args: Any, **kwargs: Any) -> jax.Array:
-        _only(name, resolve_strategies(strategies, params, *args, **kwargs), Detached, _WAKE_WHY)
+        check(params, *args, **kwargs)
         trace = sim(
             normalize(model, guide, num_particles=num_particles),
             *args,
@@ -327,12 +338,11 @@ def vimco(
     if num_particles < 2:
         raise ValueError("vimco needs num_particles >= 2.")
     why = "would add an estimator to VIMCO's own scores; leave strategies out."
-    if not callable(strategies) or isinstance(strategies, Strategy):
-        _only("vimco", strategies, Detached, why)
+    check = _only("vimco", strategies, Detached, why)
 
     @expectation
     def objective(params: Any, *args: Any, **kwargs: Any) -> jax.Array:
-        _only("vimco", resolve_strategies(strategies, params, *args, **kwargs), Detached, why)
+        check(params, *args, **kwargs)
 
         def one() -> Any:
             trace = sim(guide, *args, params=params, strategies=detached, **kwargs)
@@ -393,12 +403,11 @@ def dreg(
     only ``None`` or ``ppl.reparam`` is accepted as ``strategies``.
     """
     why = "cannot apply: the doubly reparameterized gradient draws every site by reparam."
-    if not callable(strategies) or isinstance(strategies, Strategy):
-        _only("dreg", strategies, Reparam, why)
+    check = _only("dreg", strategies, Reparam, why)
 
     @expectation
     def objective(params: Any, *args: Any, **kwargs: Any) -> jax.Array:
-        _only("dreg", resolve_strategies(strategies, params, *args, **kwargs), Reparam, why)
+        check(params, *args, **kwargs)
 
         def one() -> Any:
             trace = sim(guide, *args, params=params, strategies=Reparam(), **kwargs)
