@@ -25,6 +25,8 @@ from ppl.vi import FitResult as FitResult
 from ppl.vi import Importance as Importance
 from ppl.vi import Marginal as Marginal
 from ppl.vi import Normalize as Normalize
+from ppl.vi import Trainer as Trainer
+from ppl.vi import TrainState as TrainState
 from ppl.vi import fit as fit
 from ppl.vi import importance as importance
 from ppl.vi import marginal as marginal
@@ -56,6 +58,8 @@ __all__ = [
     "to_inference_data",
     "fit",
     "FitResult",
+    "Trainer",
+    "TrainState",
     "importance",
     "Importance",
     "compare",

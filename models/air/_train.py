@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -125,10 +124,10 @@ def train_air(
     evaluation where it was highest (the first, on ties): early stopping that never
     looks at the test canvases of ``evaluator``.
 
-    Training runs in ``ppl.fit`` calls of ``eval_every`` steps, each resumed from a
-    checkpoint in a temporary folder (the Adam state and step count carry over; the
-    compiled step is reused). The clock counts training only: compilation (the first
-    call) and evaluations are excluded.
+    Training runs as `ppl.Trainer.run` calls of ``eval_every`` steps (the Adam state
+    and step count carry over; the compiled chunk is reused), the same steps as one
+    ``ppl.fit``. The clock counts training only: compilation (a first, discarded
+    chunk) and evaluations are excluded.
 
     Returns:
         ``(params, curve)``; ``curve`` holds per evaluation the step, the training
@@ -157,33 +156,23 @@ def train_air(
     if validation is not None:
         curve["val_count_accuracy"] = [validation.accuracy(params)]
     selected, selected_step = params, 0
-    history, seconds = [], 0.0
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        tqdm(total=total, desc=f"AIR {estimator}", disable=not progress) as bar,
-    ):
-        fit_options = dict(
-            optimizer=opt,
-            data=data,
-            batch_size=batch_size,
-            chunk_size=every,
-            checkpoint_dir=folder,
-            resume=True,
-            progress=False,
-        )
-        # compile (a throw-away chunk in another folder), so the clock measures training
-        with tempfile.TemporaryDirectory() as scratch:
-            warm = {**fit_options, "checkpoint_dir": scratch}
-            ppl.fit(key_fit, objective, params, num_steps=min(every, total), **warm)
+    seconds = 0.0
+    trainer = ppl.Trainer(objective, opt, batch_size=batch_size, chunk_size=every)
+    state = trainer.init(key_fit, params)
+    # compile (a throw-away chunk), so the clock measures training
+    trainer.run(state, min(every, total), data=data)
+    chunks = []
+    with tqdm(total=total, desc=f"AIR {estimator}", disable=not progress) as bar:
         step = 0
         while step < total and (max_seconds is None or seconds < max_seconds):
-            step = min(step + every, total)
+            length = min(every, total - step)
             start = time.perf_counter()
-            result = ppl.fit(key_fit, objective, params, num_steps=step, **fit_options)
-            jax.block_until_ready(result.params)
+            state, values = trainer.run(state, length, data=data, check_finite=False)
+            jax.block_until_ready(state.params)
             seconds += time.perf_counter() - start
-            params = result.params
-            history = result.history
+            chunks.append(values)
+            step += length
+            params = state.params
             metrics = evaluator(params)
             curve["step"].append(step)
             curve["seconds"].append(seconds)
@@ -197,6 +186,7 @@ def train_air(
             bar.set_postfix(
                 acc=f"{metrics['count_accuracy']:.3f}", elbo=f"{metrics['test_elbo']:.0f}"
             )
+    history = np.concatenate(chunks) if chunks else np.zeros((0,))
     curve = {k: np.asarray(v) for k, v in curve.items()}
     curve["history"] = np.asarray(history)
     if validation is None:

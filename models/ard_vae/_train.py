@@ -1,19 +1,18 @@
-"""ARD-VAE training (Algorithm 2 of the paper) through ``ppl.fit``, and the plain VAE.
+"""ARD-VAE training (Algorithm 2 of the paper) with ``ppl.Trainer``, and the plain VAE.
 
 Every epoch: draw a fresh held-aside subset ``X_α`` of the training data, encode it
 (one reparameterized sample per example) and set ``σ̂_l² = mean_i (z_l^(i))²``
 (``b_l / a_l`` with ``a0 = b0 = 0``, paper eqs. 8-12); then run one pass of minibatch
 Adam over ``X_sgd = X_train - X_α`` with that ``σ̂²`` held fixed. Each epoch is one
-``ppl.fit`` call that resumes the previous one from a checkpoint in a temporary folder,
-so the Adam state and the step count carry over and the compiled step is reused;
-``σ̂²`` is the objective's extra argument. The plain VAE runs the same loop with
-``σ̂² = 1`` fixed (same data, same number of updates).
+`ppl.Trainer.run` call, so the Adam state and the step count carry over and the
+compiled step is reused; ``σ̂²`` is the objective's extra argument, and the minibatch
+order of epoch ``e`` is drawn from the key and ``e`` as in ``ppl.fit``. The plain VAE
+runs the same loop with ``σ̂² = 1`` fixed (same data, same number of updates).
 """
 
 from __future__ import annotations
 
 import functools
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +42,7 @@ def estimate_prior_variance(key: jax.Array, params, x: np.ndarray) -> jax.Array:
 
 @functools.cache
 def _adam(learning_rate: float) -> optax.GradientTransformation:
-    return optax.adam(learning_rate)  # one object per rate: ppl.fit reuses its compiled step
+    return optax.adam(learning_rate)  # one object per rate: the compiled step is reused
 
 
 def train_vae(
@@ -84,35 +83,25 @@ def train_vae(
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key_split)).ravel())
     variances = []
     prior_variance = jnp.ones((latent,))
-    with tempfile.TemporaryDirectory() as folder:
-        for epoch in tqdm(range(int(config["epochs"])), disable=not progress, desc="epochs"):
-            order = rng.permutation(n)
-            alpha, sgd = order[:num_alpha], order[num_alpha:]
-            if ard:
-                prior_variance = estimate_prior_variance(
-                    jax.random.fold_in(key_prior, epoch), params, train[alpha]
-                )
-            variances.append(np.asarray(prior_variance))
-            result = ppl.fit(
-                key_fit,
-                objective,
-                params,
-                prior_variance,
-                optimizer=optimizer,
-                num_steps=(epoch + 1) * steps_per_epoch,
-                data=train[sgd],
-                batch_size=batch_size,
-                chunk_size=steps_per_epoch,
-                checkpoint_dir=folder,
-                resume=True,
-                progress=False,
+    trainer = ppl.Trainer(objective, optimizer, batch_size=batch_size, chunk_size=steps_per_epoch)
+    state = trainer.init(key_fit, params)
+    history = []
+    for epoch in tqdm(range(int(config["epochs"])), disable=not progress, desc="epochs"):
+        order = rng.permutation(n)
+        alpha, sgd = order[:num_alpha], order[num_alpha:]
+        if ard:
+            prior_variance = estimate_prior_variance(
+                jax.random.fold_in(key_prior, epoch), state.params, train[alpha]
             )
-            params = result.params
+        variances.append(np.asarray(prior_variance))
+        state, values = trainer.run(state, steps_per_epoch, prior_variance, data=train[sgd])
+        history.append(values)
+    params = state.params
     # after training, σ̂² from the whole training set (for the plain VAE: its aggregate
     # posterior variance, so that both are counted by the same rule)
     final = estimate_prior_variance(jax.random.fold_in(key_prior, 2**30), params, train)
     info = {
-        "history": np.asarray(result.history),
+        "history": np.concatenate(history),
         "prior_variance": np.stack(variances),
         "final_variance": np.asarray(final),
     }

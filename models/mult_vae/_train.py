@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -119,12 +118,11 @@ def train_autoencoder(
     config: Mapping[str, Any],
     progress: bool = True,
 ) -> tuple[dict, dict]:
-    """Train Mult-VAE (``config["model"] == "vae"``) or Mult-DAE with ``ppl.fit``.
+    """Train Mult-VAE (``config["model"] == "vae"``) or Mult-DAE with ``ppl.Trainer``.
 
-    Each epoch is one ``ppl.fit`` call on an `AnnealedBatches` iterator, resumed from a
-    checkpoint in a temporary folder so the Adam state and the step count carry over;
-    after each epoch the validation NDCG@100 is measured and the best parameters are
-    kept (the paper's model selection).
+    Each epoch is one `ppl.Trainer.run` call on an `AnnealedBatches` iterator (the Adam
+    state and the step count carry over); after each epoch the validation NDCG@100 is
+    measured and the best parameters are kept (the paper's model selection).
 
     Returns:
         ``(best_params, info)`` with the per-step objective history, the validation
@@ -155,36 +153,27 @@ def train_autoencoder(
     seed = int(jax.random.randint(key_fit, (), 0, 2**31 - 1))
     history, valid_ndcg = [], []
     best = (-np.inf, params, 0)
-    with tempfile.TemporaryDirectory() as folder:
-        for epoch in tqdm(
-            range(int(config["epochs"])), desc=f"Mult-{kind.upper()}", disable=not progress
-        ):
-            batches = AnnealedBatches(
-                seed + epoch,
-                split.train,
-                batch_size,
-                epoch * steps_per_epoch,
-                config["total_anneal_steps"],
-                config["anneal_cap"],
-            )
-            result = ppl.fit(
-                key_fit,
-                objective,
-                params,
-                optimizer=optimizer,
-                num_steps=(epoch + 1) * steps_per_epoch,
-                data=batches,
-                checkpoint_dir=folder,
-                resume=True,
-                progress=False,
-            )
-            params = result.params
-            history.append(result.history[-steps_per_epoch:])
-            scores = score_in_batches(score, params, split.valid_in)
-            ndcg = evaluate_scores(scores, split.valid_in, split.valid_out, ks=(100,))["ndcg@100"]
-            valid_ndcg.append(ndcg)
-            if ndcg > best[0]:
-                best = (ndcg, copy.deepcopy(jax.device_get(params)), epoch)
+    trainer = ppl.Trainer(objective, optimizer)
+    state = trainer.init(key_fit, params)
+    for epoch in tqdm(
+        range(int(config["epochs"])), desc=f"Mult-{kind.upper()}", disable=not progress
+    ):
+        batches = AnnealedBatches(
+            seed + epoch,
+            split.train,
+            batch_size,
+            epoch * steps_per_epoch,
+            config["total_anneal_steps"],
+            config["anneal_cap"],
+        )
+        state, values = trainer.run(state, steps_per_epoch, data=batches)
+        params = state.params
+        history.append(values)
+        scores = score_in_batches(score, params, split.valid_in)
+        ndcg = evaluate_scores(scores, split.valid_in, split.valid_out, ks=(100,))["ndcg@100"]
+        valid_ndcg.append(ndcg)
+        if ndcg > best[0]:
+            best = (ndcg, copy.deepcopy(jax.device_get(params)), epoch)
     info = {
         "history": np.concatenate(history),
         "valid_ndcg@100": np.asarray(valid_ndcg),

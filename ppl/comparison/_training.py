@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 import optax
 
 from ppl.comparison._report import TrainingRun
-from ppl.vi import fit
+from ppl.vi import Trainer, fit
 
 
 class _TrainingOptions:
@@ -89,39 +88,40 @@ def _train(
         elapsed = time.perf_counter() - start
         steps = np.arange(1, result.history.size + 1)
         return TrainingRun(np.asarray(result.history, np.float64), steps * (elapsed / steps.size))
-    # Chunks of ``eval_every`` steps, each resumed from the last one's checkpoint (the
-    # optimizer state and the step count carry over, the compiled chunk is reused),
-    # with the metrics in between, off the clock.
+    # Chunks of ``eval_every`` steps with the metrics in between, off the clock (the
+    # optimizer state and the step count carry over, the compiled chunk is reused).
     every = min(training.eval_every, num_steps)
-    options["chunk_size"] = every
+    trainer = Trainer(
+        expectation, optimizer, batch_size=training.batch_size, chunk_size=every, mesh=mesh
+    )
+    state = trainer.init(key, params)
+    data = {} if training.data is None else {"data": training.data}
+    trainer.run(state, every, *rest, **data)  # compile, and check the data once
     evaluations = {"step": [0], "seconds": [0.0]}
     for name, value in training.evaluate(params).items():
         evaluations[name] = [value]
-    ends, elapsed = [0], 0.0
-    with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as scratch:
-        fit(key, expectation, params, *rest, num_steps=every, checkpoint_dir=scratch, **options)
-        step = 0
-        while step < num_steps:
-            step = min(step + every, num_steps)
-            start = time.perf_counter()
-            result = fit(
-                key, expectation, params, *rest, num_steps=step, checkpoint_dir=folder,
-                resume=True, **options,
-            )  # fmt: skip
-            jax.block_until_ready(result.params)
-            elapsed += time.perf_counter() - start
-            ends.append(step)
-            evaluations["step"].append(step)
-            evaluations["seconds"].append(elapsed)
-            values = training.evaluate(result.params)
-            if set(values) != set(evaluations) - {"step", "seconds"}:
-                raise ValueError(
-                    f"compare: train_metrics returned {sorted(values)} at step {step}, "
-                    f"but {sorted(set(evaluations) - {'step', 'seconds'})} before."
-                )
-            for name, value in values.items():
-                evaluations[name].append(value)
-    history = np.asarray(result.history, np.float64)
+    ends, elapsed, chunks = [0], 0.0, []
+    step = 0
+    while step < num_steps:
+        length = min(every, num_steps - step)
+        start = time.perf_counter()
+        state, values = trainer.run(state, length, *rest, check_finite=False, **data)
+        jax.block_until_ready(state.params)
+        elapsed += time.perf_counter() - start
+        chunks.append(values)
+        step += length
+        ends.append(step)
+        evaluations["step"].append(step)
+        evaluations["seconds"].append(elapsed)
+        values = training.evaluate(state.params)
+        if set(values) != set(evaluations) - {"step", "seconds"}:
+            raise ValueError(
+                f"compare: train_metrics returned {sorted(values)} at step {step}, "
+                f"but {sorted(set(evaluations) - {'step', 'seconds'})} before."
+            )
+        for name, value in values.items():
+            evaluations[name].append(value)
+    history = np.concatenate(chunks)
     # each chunk's measured time, spread evenly over its steps
     seconds = np.interp(np.arange(1, history.size + 1), ends, evaluations["seconds"])
     return TrainingRun(

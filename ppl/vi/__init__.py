@@ -12,6 +12,8 @@ from ppl.vi._fit import fit as fit
 from ppl.vi._importance import Importance as Importance
 from ppl.vi._importance import importance as importance
 from ppl.vi._posterior import to_inference_data as to_inference_data
+from ppl.vi._training import Trainer as Trainer
+from ppl.vi._training import TrainState as TrainState
 
 __all__ = [
     "objectives",
@@ -22,6 +24,8 @@ __all__ = [
     "to_inference_data",
     "fit",
     "FitResult",
+    "Trainer",
+    "TrainState",
     "importance",
     "Importance",
 ]

@@ -23,7 +23,7 @@ from numpyro.infer.autoguide import AutoNormal
 import ppl
 from ppl import FitResult, fit
 from ppl._util import running_mean
-from ppl.vi import _fit
+from ppl.vi import _fit, _training
 
 Y = jnp.array([0.9, 1.3, 1.1])
 PARAMS = {"loc": jnp.asarray(0.0), "log_scale": jnp.asarray(0.0)}
@@ -175,11 +175,11 @@ def test_iterator_fast_path_equals_the_filter_jit_path(monkeypatch):
 
     fast = run()
     calls = []
-    original = _fit._run_one_fast
-    monkeypatch.setattr(_fit, "_run_one_fast", lambda *a: calls.append(1) or original(*a))
+    original = _training._run_one_fast
+    monkeypatch.setattr(_training, "_run_one_fast", lambda *a: calls.append(1) or original(*a))
     run()
     assert len(calls) == 30  # the fast path was the one taken
-    monkeypatch.setattr(_fit, "_fast_stepper", lambda *a: None)
+    monkeypatch.setattr(_training, "_fast_stepper", lambda *a: None)
     slow = run()
     for a, b in zip(jax.tree.leaves((fast.params, fast.opt_state, fast.history)),
                     jax.tree.leaves((slow.params, slow.opt_state, slow.history))):  # fmt: skip
