@@ -4,11 +4,13 @@ Li, Miao, Qiu, Zhang, ICLR 2024, Algorithm 1, as in the reference code: φ-steps
 here) on the tempered LRT ELBO of `ppl_zoo.ssvi._model.tempered_elbo`; every ``ΔT``
 steps while ``t < T_end`` the optimizer step is replaced by the γ-step (removal and
 addition at a constant number of active weights per layer, `ppl_zoo.ssvi._subspace`).
-``ppl.fit`` has no hook to run such a step between updates, so this module writes the
-loop itself: each step calls ``Expectation.value_and_grad_estimate`` (ppl's public
-API), whose gradient with respect to the dense-shaped, masked mean is also the
-``|∂L/∂µ|`` the addition step ranks. The whole run is one ``lax.scan`` per chunk of
-steps; the number of exchanged weights is traced, so nothing recompiles.
+The γ-step replaces an optimizer step and ranks by that step's gradient, so it runs
+inside the compiled step rather than between ``ppl.Trainer.run`` calls (which would
+need a second gradient evaluation): this module writes the loop itself. Each step
+calls ``Expectation.value_and_grad_estimate`` (ppl's public API), whose gradient with
+respect to the dense-shaped, masked mean is also the ``|∂L/∂µ|`` the addition step
+ranks. The whole run is one ``lax.scan`` per chunk of steps; the number of exchanged
+weights is traced, so nothing recompiles.
 """
 
 from __future__ import annotations
