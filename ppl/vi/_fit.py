@@ -331,8 +331,9 @@ def fit(
             length = min(chunk_size, num_steps - step, every - step % every)
             try:
                 state, values, exhausted = trainer._run(
-                    state, length, args, kwargs, data, False, bar, "fit", owned
-                )
+                    state, length, args, kwargs, data,
+                    check_finite=False, progress=bar, where="fit", owned=owned,
+                )  # fmt: skip
             except FloatingPointError as error:
                 if not hasattr(error, "last_good"):  # nan_guard=False: nothing to save
                     where = f"; the checkpoint in {checkpoint_dir} is from before them."

@@ -615,10 +615,9 @@ class Trainer:
         nan_guard: bool = True,
         mesh: jax.sharding.Mesh | None = None,
     ) -> None:
-        self._where = "Trainer"
-        _check_objective(objective, self._where)
+        _check_objective(objective, "Trainer")
         _check_positive(
-            self._where, num_samples=num_samples, chunk_size=chunk_size, max_bad_steps=max_bad_steps
+            "Trainer", num_samples=num_samples, chunk_size=chunk_size, max_bad_steps=max_bad_steps
         )
         if batch_size is not None and (
             isinstance(batch_size, bool)
