@@ -15,4 +15,6 @@ def test_quick_run_writes_both_rows(tmp_path):
     assert len(record["rows"]) == 2
     for row in record["rows"].values():
         assert row["fit_wall_s"] > 0 and row["hand_wall_s"] > 0 and row["ratio_cpu"] > 0
+        assert row["unguarded_wall_s"] > 0 and row["unguarded_ratio_cpu"] > 0
     assert "| ratio (wall) |" in bench.table(record)
+    assert "| no guard: ratio (wall) |" in bench.table(record)
